@@ -1,0 +1,74 @@
+"""The one place where domain errors become HTTP answers, in the Capillary error envelope."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from core.errors import DomainError, ErrorKind
+
+log = logging.getLogger(__name__)
+
+STATUS_BY_KIND = {
+    ErrorKind.INVALID: 400,
+    ErrorKind.UNAUTHENTICATED: 401,
+    ErrorKind.NOT_FOUND: 404,
+    ErrorKind.CONFLICT: 409,
+    ErrorKind.TOO_LARGE: 413,
+    ErrorKind.UNSUPPORTED_MEDIA: 415,
+    ErrorKind.UNPROCESSABLE: 422,
+}
+
+
+def error_body(status: int, message: str, errors: list[dict[str, str]]) -> dict[str, Any]:
+    return {
+        "success": False,
+        "status": {"success": False, "code": status, "message": message},
+        "errors": errors,
+    }
+
+
+def error_response(
+    status: int, message: str, errors: list[dict[str, str]] | None = None
+) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(
+        error_body(status, message, errors or []), status_code=status, headers=headers
+    )
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "request"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def domain_error(_: Request, exc: DomainError) -> JSONResponse:
+        status = STATUS_BY_KIND[exc.kind]
+        problems = [{"field": p.field, "message": p.message} for p in exc.problems]
+        return error_response(status, exc.message, problems)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            {"field": _location(tuple(e.get("loc", ()))), "message": str(e.get("msg", ""))}
+            for e in exc.errors()
+        ]
+        first = problems[0] if problems else {"field": "request", "message": "invalid"}
+        return error_response(422, f"{first['field']}: {first['message']}", problems)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # Never leak a stack trace, SQL or a path to the client; the log has the details.
+        log.exception("unhandled error", exc_info=exc)
+        return error_response(500, "internal error")

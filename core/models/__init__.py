@@ -1,0 +1,17 @@
+from core.models.base import Base
+from core.models.jobs import JOB_STATUSES, JobRowError, UploadJob
+from core.models.reference import Coupon, CouponSeries, Customer, Redemption
+from core.models.tenancy import ApiKey, Org
+
+__all__ = [
+    "JOB_STATUSES",
+    "ApiKey",
+    "Base",
+    "Coupon",
+    "CouponSeries",
+    "Customer",
+    "JobRowError",
+    "Org",
+    "Redemption",
+    "UploadJob",
+]

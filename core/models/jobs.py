@@ -1,0 +1,116 @@
+"""Upload jobs and the row errors they report."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from core.models.base import Base, created_at_column, org_fk
+
+JOB_STATUSES = ("QUEUED", "RUNNING", "COMPLETED", "COMPLETED_WITH_ERRORS", "FAILED", "CANCELLED")
+
+
+class UploadJob(Base):
+    __tablename__ = "upload_jobs"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN (" + ", ".join(f"'{s}'" for s in JOB_STATUSES) + ")", name="status_known"
+        ),
+        CheckConstraint(
+            "rows_processed = rows_succeeded + rows_failed", name="rows_add_up"
+        ),
+        UniqueConstraint("org_id", "idempotency_key"),
+        Index("ix_upload_jobs_org_id_series_id_id", "org_id", "series_id", "id"),
+        Index(
+            "ix_upload_jobs_active",
+            "status",
+            postgresql_where=text("status IN ('QUEUED', 'RUNNING')"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    org_id: Mapped[int] = org_fk()
+    series_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("coupon_series.id", ondelete="CASCADE"), nullable=False
+    )
+    status: Mapped[str] = mapped_column(String(32), nullable=False, server_default="QUEUED")
+
+    # The request, as understood at upload time.
+    customer_identifier: Mapped[str] = mapped_column(String(16), nullable=False)
+    coupon_identifier: Mapped[str] = mapped_column(String(16), nullable=False)
+    upload_headers: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    delimiter: Mapped[str] = mapped_column(String(1), nullable=False)
+    has_header: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    encoding: Mapped[str] = mapped_column(String(16), nullable=False)
+    # The cells of the errors CSV's header row (the uploaded header, or made-up names).
+    report_header: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False)
+    dry_run: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    details: Mapped[str | None] = mapped_column(Text)
+    callback_url: Mapped[str | None] = mapped_column(Text)
+    idempotency_key: Mapped[str | None] = mapped_column(Text)
+    request_fingerprint: Mapped[str | None] = mapped_column(String(64))
+
+    # The file.
+    file_name: Mapped[str] = mapped_column(Text, nullable=False)
+    file_size: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    file_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    storage_key: Mapped[str] = mapped_column(Text, nullable=False)
+    file_deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    # Progress and checkpoint, committed with each chunk.
+    bytes_processed: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    next_record: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="1")
+    rows_processed: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    rows_succeeded: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    rows_failed: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+
+    # Execution: who holds the job and until when (fencing), and how often it was tried.
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    cancel_requested: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, server_default=text("false")
+    )
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    created_at: Mapped[datetime] = created_at_column()
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class JobRowError(Base):
+    __tablename__ = "job_row_errors"
+    __table_args__ = (Index("ix_job_row_errors_job_id_code", "job_id", "code"),)
+
+    job_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("upload_jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    row_number: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    org_id: Mapped[int] = org_fk()
+    code: Mapped[int] = mapped_column(SmallInteger, nullable=False)
+    message: Mapped[str] = mapped_column(Text, nullable=False)
+    # The row's raw cells, cut to the report's width, for the errors CSV.
+    cells: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False)

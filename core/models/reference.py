@@ -1,0 +1,132 @@
+"""The data rows are checked against: customers, coupon series, coupons, redemptions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import Mapped, mapped_column
+
+from core.models.base import Base, created_at_column, org_fk
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+    __table_args__ = (
+        UniqueConstraint("org_id", "external_id"),
+        UniqueConstraint("org_id", "mobile"),
+        UniqueConstraint("org_id", "email"),
+    )
+
+    # The customer's id is the `userId` of the API; explicit ids may be given (by default).
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    org_id: Mapped[int] = org_fk()
+    external_id: Mapped[str | None] = mapped_column(Text)
+    mobile: Mapped[str | None] = mapped_column(Text)  # normalised digits
+    email: Mapped[str | None] = mapped_column(Text)  # lower-cased
+    name: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = created_at_column()
+
+
+class CouponSeries(Base):
+    __tablename__ = "coupon_series"
+    __table_args__ = (
+        CheckConstraint(
+            "max_redemptions_per_coupon IS NULL OR max_redemptions_per_coupon > 0",
+            name="max_per_coupon_positive",
+        ),
+        CheckConstraint(
+            "max_redemptions_per_customer IS NULL OR max_redemptions_per_customer > 0",
+            name="max_per_customer_positive",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    org_id: Mapped[int] = org_fk()
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+    max_redemptions_per_coupon: Mapped[int | None] = mapped_column(Integer)
+    same_user_multiple_redeem: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, server_default=text("false")
+    )
+    max_redemptions_per_customer: Mapped[int | None] = mapped_column(Integer)
+    valid_from: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    valid_till: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    any_user: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    allowed_till_ids: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
+    created_at: Mapped[datetime] = created_at_column()
+
+
+class Coupon(Base):
+    __tablename__ = "coupons"
+    __table_args__ = (
+        UniqueConstraint("series_id", "code"),
+        CheckConstraint("redemption_count >= 0", name="redemption_count_non_negative"),
+        Index("ix_coupons_org_id_code", "org_id", "code"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    org_id: Mapped[int] = org_fk()
+    series_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("coupon_series.id", ondelete="CASCADE"), nullable=False
+    )
+    code: Mapped[str] = mapped_column(Text, nullable=False)
+    issued_to_customer_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("customers.id", ondelete="SET NULL")
+    )
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Kept in step with the redemptions table in the same transaction that inserts them.
+    redemption_count: Mapped[int] = mapped_column(
+        Integer, nullable=False, server_default=text("0")
+    )
+    created_at: Mapped[datetime] = created_at_column()
+
+
+class Redemption(Base):
+    __tablename__ = "redemptions"
+    __table_args__ = (
+        # One redemption per (job, row): a chunk applied twice fails instead of redeeming twice.
+        UniqueConstraint("job_id", "row_number"),
+        # The same redemption recorded twice is a duplicate (790), whichever job brought it.
+        UniqueConstraint(
+            "coupon_id", "redeemed_ms", "till_id", "bill_id", "bill_number",
+            name="uq_redemptions_natural_key",
+        ),
+        Index("ix_redemptions_series_id_customer_id", "series_id", "customer_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    org_id: Mapped[int] = org_fk()
+    series_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("coupon_series.id", ondelete="CASCADE"), nullable=False
+    )
+    coupon_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("coupons.id", ondelete="CASCADE"), nullable=False
+    )
+    customer_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("customers.id", ondelete="CASCADE"), nullable=False
+    )
+    job_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("upload_jobs.id", ondelete="SET NULL")
+    )
+    row_number: Mapped[int | None] = mapped_column(Integer)
+    redeemed_ms: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    till_id: Mapped[str] = mapped_column(Text, nullable=False)
+    # Empty, never NULL, so that empty bill fields compare equal in the natural key.
+    bill_id: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    bill_number: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    details: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = created_at_column()

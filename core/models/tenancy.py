@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, DateTime, Identity, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from core.models.base import Base, created_at_column, org_fk
+
+
+class Org(Base):
+    __tablename__ = "orgs"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(Text, unique=True, nullable=False)
+    created_at: Mapped[datetime] = created_at_column()
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    org_id: Mapped[int] = org_fk()
+    # The visible start of the key, for telling keys apart in listings; never enough to use it.
+    prefix: Mapped[str] = mapped_column(String(16), nullable=False)
+    # SHA-256 of the whole key, hex: keys are high-entropy, so a fast hash is enough.
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    label: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = created_at_column()
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,56 @@
+"""Settings, read once from the environment (prefix BULKREDEEM_ for the service's own)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BULKREDEEM_", extra="ignore")
+
+    # Conventional names, without the prefix.
+    database_url: str = Field(
+        default="postgresql://postgres@127.0.0.1:5432/bulkredeem",
+        validation_alias=AliasChoices("DATABASE_URL", "BULKREDEEM_DATABASE_URL"),
+    )
+    database_admin_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_ADMIN_URL", "BULKREDEEM_DATABASE_ADMIN_URL"),
+    )
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        validation_alias=AliasChoices("REDIS_URL", "BULKREDEEM_REDIS_URL"),
+    )
+    storage_url: str = Field(
+        default_factory=lambda: (Path.cwd() / ".data" / "files").as_uri(),
+        validation_alias=AliasChoices("STORAGE_URL", "BULKREDEEM_STORAGE_URL"),
+    )
+
+    # The Celery queue the service's jobs travel on (tests use their own).
+    queue_name: str = "bulkredeem"
+
+    # Upload limits.
+    max_upload_bytes: int = 1024**3
+    max_rows: int = 10_000_000
+
+    # Worker.
+    chunk_rows: int = 10_000
+    lease_seconds: int = 120
+    # A task processes at most this long before handing the rest of the job to a new message,
+    # so a long job never holds a worker (or a broker message) for its whole run.
+    slice_seconds: float = 30.0
+    max_attempts: int = 5
+
+    # Beat.
+    sweep_interval_seconds: float = 15.0
+    queued_requeue_seconds: int = 60
+    file_retention_days: int = 30
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,78 @@
+"""Shared fixtures: a fresh, migrated database on a real Postgres, a real Redis, an API client."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.services import find_postgres, find_redis
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _with_database(url: str, dbname: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + dbname))
+
+
+def _plain(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    server = _plain(find_postgres())
+    dbname = f"bulkredeem_test_{os.getpid()}"
+    admin = _with_database(server, "postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{dbname}"')
+    url = _with_database(server, dbname)
+
+    redis_url = find_redis()
+    storage = tmp_path_factory.mktemp("storage")
+    os.environ["DATABASE_URL"] = url
+    os.environ["REDIS_URL"] = redis_url
+    os.environ["STORAGE_URL"] = storage.as_uri()
+    os.environ["BULKREDEEM_QUEUE_NAME"] = f"bulkredeem-test-{uuid.uuid4().hex[:8]}"
+    from core import db, migrate
+    from core.settings import get_settings
+
+    get_settings.cache_clear()
+    db.dispose_engine()
+    migrate.upgrade(url)
+    yield url
+    db.dispose_engine()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+
+
+@pytest.fixture
+def org(database_url: str) -> tuple[int, str]:
+    """A fresh org and its API key: tests are isolated from each other by org."""
+    from core import keys
+    from core.db import transaction
+
+    with transaction() as session:
+        created, issued = keys.create_org(session, f"test-{uuid.uuid4().hex[:12]}")
+        return created.id, issued.key
+
+
+@pytest.fixture
+def client(database_url: str) -> Iterator[TestClient]:
+    from api.app import create_app
+
+    with TestClient(create_app(), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def auth(org: tuple[int, str]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {org[1]}"}
