@@ -1,4 +1,4 @@
-"""Row error codes (Capillary's where it has one), in precedence order: the first that applies wins."""
+"""Row error codes (Capillary's where it has one), in precedence order: the first wins."""
 
 from __future__ import annotations
 

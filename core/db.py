@@ -57,9 +57,7 @@ def new_session() -> Session:
 
 def set_org(session: Session, org_id: int) -> None:
     """Scope the current transaction to one org (read by row-level security policies)."""
-    session.execute(
-        text("SELECT set_config('app.org_id', :org, true)"), {"org": str(org_id)}
-    )
+    session.execute(text("SELECT set_config('app.org_id', :org, true)"), {"org": str(org_id)})
 
 
 @contextmanager

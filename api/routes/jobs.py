@@ -1,3 +1,83 @@
-from fastapi import APIRouter
+"""Job status, row errors, the errors CSV and cancel."""
 
-router = APIRouter()
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+
+from api.deps import OrgTx
+from core import jobs, reports
+from core.codes import error_name
+from core.errors import invalid
+from core.models import JOB_STATUSES
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+@router.get("")
+def list_jobs(
+    tx: OrgTx,
+    couponSeriesId: int | None = None,
+    status: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    """The org's jobs, newest first."""
+    if status is not None and status not in JOB_STATUSES:
+        raise invalid("status", f"status must be one of {', '.join(JOB_STATUSES)}")
+    rows, next_cursor = jobs.list_jobs(
+        tx.session, tx.org_id, series_id=couponSeriesId, status=status, limit=limit, cursor=cursor
+    )
+    return {"items": [jobs.job_document(job) for job in rows], "nextCursor": next_cursor}
+
+
+@router.get("/{jobId}")
+def get_job(jobId: int, tx: OrgTx) -> dict[str, Any]:
+    """The job's status, progress and error summary."""
+    return jobs.job_document(jobs.get_job(tx.session, tx.org_id, jobId))
+
+
+@router.get("/{jobId}/errors")
+def get_row_errors(
+    jobId: int,
+    tx: OrgTx,
+    afterRow: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """The job's failed rows in file order, a page at a time."""
+    job = jobs.get_job(tx.session, tx.org_id, jobId)
+    page = jobs.row_errors(tx.session, job.id, after_row=afterRow, limit=limit)
+    return {
+        "items": [
+            {
+                "rowNumber": e.row_number,
+                "errorCode": e.code,
+                "errorName": error_name(e.code),
+                "errorMessage": e.message,
+                "fields": list(e.cells),
+            }
+            for e in page
+        ],
+        "nextAfterRow": page[-1].row_number if len(page) == limit else None,
+    }
+
+
+@router.get("/{jobId}/errors.csv")
+def get_errors_csv(jobId: int, tx: OrgTx) -> StreamingResponse:
+    """The failed rows as CSV: fix them and upload the file again with the same uploadHeaders."""
+    job = jobs.get_job(tx.session, tx.org_id, jobId)
+    stem = job.file_name.rsplit(".", 1)[0] or "upload"
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in stem)[:100]
+    return StreamingResponse(
+        reports.report_lines(tx.org_id, job.id, list(job.report_header)),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{safe}-errors-{job.id}.csv"'},
+    )
+
+
+@router.post("/{jobId}/cancel")
+def cancel_job(jobId: int, tx: OrgTx) -> dict[str, Any]:
+    """Stop the job at its next chunk boundary; rows already applied stay applied."""
+    return jobs.job_document(jobs.request_cancel(tx.session, tx.org_id, jobId))

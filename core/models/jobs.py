@@ -35,9 +35,7 @@ class UploadJob(Base):
         CheckConstraint(
             "status IN (" + ", ".join(f"'{s}'" for s in JOB_STATUSES) + ")", name="status_known"
         ),
-        CheckConstraint(
-            "rows_processed = rows_succeeded + rows_failed", name="rows_add_up"
-        ),
+        CheckConstraint("rows_processed = rows_succeeded + rows_failed", name="rows_add_up"),
         UniqueConstraint("org_id", "idempotency_key"),
         Index("ix_upload_jobs_org_id_series_id_id", "org_id", "series_id", "id"),
         Index(
@@ -82,6 +80,10 @@ class UploadJob(Base):
     rows_processed: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     rows_succeeded: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     rows_failed: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    # Row errors by code ({"701": 3}), kept with each chunk so that polling never counts rows.
+    error_counts: Mapped[dict[str, int]] = mapped_column(
+        JSONB, nullable=False, server_default=text("'{}'::jsonb")
+    )
 
     # Execution: who holds the job and until when (fencing), and how often it was tried.
     lease_owner: Mapped[str | None] = mapped_column(String(64))

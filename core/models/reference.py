@@ -89,9 +89,7 @@ class Coupon(Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Kept in step with the redemptions table in the same transaction that inserts them.
-    redemption_count: Mapped[int] = mapped_column(
-        Integer, nullable=False, server_default=text("0")
-    )
+    redemption_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     created_at: Mapped[datetime] = created_at_column()
 
 
@@ -102,7 +100,11 @@ class Redemption(Base):
         UniqueConstraint("job_id", "row_number"),
         # The same redemption recorded twice is a duplicate (790), whichever job brought it.
         UniqueConstraint(
-            "coupon_id", "redeemed_ms", "till_id", "bill_id", "bill_number",
+            "coupon_id",
+            "redeemed_ms",
+            "till_id",
+            "bill_id",
+            "bill_number",
             name="uq_redemptions_natural_key",
         ),
         Index("ix_redemptions_series_id_customer_id", "series_id", "customer_id"),

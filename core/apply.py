@@ -1,0 +1,476 @@
+"""Applying one chunk: COPY into staging, set-based lookups, the ordered checks, one commit.
+
+Everything a chunk changes (redemptions, coupon counters, row errors, progress and the
+checkpoint) commits in one transaction, and only while the job's lease is still ours.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from core.codes import RowError
+from core.rows import CUSTOMER_COLUMNS, Candidate, Failure, RowChecker
+
+
+class LeaseLost(Exception):
+    """Another worker took the job over: this one must not commit anything more."""
+
+
+@dataclass(frozen=True)
+class SeriesRules:
+    id: int
+    max_per_coupon: int | None
+    same_user_multiple_redeem: bool
+    max_per_customer: int | None
+    valid_from_ms: int | None
+    valid_till_ms: int | None
+    any_user: bool
+    allowed_tills: frozenset[str] | None
+
+
+@dataclass
+class ChunkOutcome:
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: bool = False
+    error_counts: Counter[int] = field(default_factory=Counter)
+
+
+def load_series(conn: psycopg.Connection[Any], series_id: int) -> SeriesRules:
+    row = conn.execute(
+        """
+        SELECT id, max_redemptions_per_coupon, same_user_multiple_redeem,
+            max_redemptions_per_customer,
+            (extract(epoch FROM valid_from) * 1000)::bigint,
+            (extract(epoch FROM valid_till) * 1000)::bigint,
+            any_user, allowed_till_ids
+        FROM coupon_series WHERE id = %s
+        """,
+        (series_id,),
+    ).fetchone()
+    if row is None:
+        raise LookupError(f"coupon series {series_id} is gone")
+    return SeriesRules(
+        id=row[0],
+        max_per_coupon=row[1],
+        same_user_multiple_redeem=row[2],
+        max_per_customer=row[3],
+        valid_from_ms=row[4],
+        valid_till_ms=row[5],
+        any_user=row[6],
+        allowed_tills=None if row[7] is None else frozenset(row[7]),
+    )
+
+
+# Staging lives per connection; ON COMMIT DELETE ROWS empties it after every chunk.
+# Temp tables also sidestep row-level security, which refuses COPY into a policy-bearing table.
+_STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS br_stage (
+    row_number bigint PRIMARY KEY,
+    user_id bigint,
+    customer_key text,
+    coupon_id bigint,
+    coupon_code text,
+    redeemed_ms bigint NOT NULL,
+    till_id text NOT NULL,
+    bill_id text NOT NULL,
+    bill_number text NOT NULL,
+    customer_id bigint,
+    resolved_coupon_id bigint
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS br_out (
+    coupon_id bigint NOT NULL,
+    customer_id bigint NOT NULL,
+    row_number bigint NOT NULL,
+    redeemed_ms bigint NOT NULL,
+    till_id text NOT NULL,
+    bill_id text NOT NULL,
+    bill_number text NOT NULL,
+    details text
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS br_err (
+    row_number bigint NOT NULL,
+    code smallint NOT NULL,
+    message text NOT NULL,
+    cells text[] NOT NULL
+) ON COMMIT DELETE ROWS;
+"""
+
+
+def prepare_connection(conn: psycopg.Connection[Any]) -> None:
+    with conn.transaction():
+        conn.execute("SET LOCAL client_min_messages = warning")
+        conn.execute(_STAGING)
+
+
+class ChunkApplier:
+    """Applies the chunks of one job over one connection."""
+
+    def __init__(
+        self,
+        conn: psycopg.Connection[Any],
+        *,
+        job_id: int,
+        org_id: int,
+        token: str,
+        series: SeriesRules,
+        checker: RowChecker,
+        customer_key: str,
+        lease_seconds: int,
+    ) -> None:
+        self.conn = conn
+        self.job_id = job_id
+        self.org_id = org_id
+        self.token = token
+        self.series = series
+        self.checker = checker
+        self.lease_seconds = lease_seconds
+        # The customers column matched when a row has no userId (USER_ID jobs never need it).
+        self.customer_key = customer_key
+        self.customer_column = CUSTOMER_COLUMNS.get(customer_key)
+        self._resolve_sql = self._build_resolve_sql()
+
+    def _build_resolve_sql(self) -> str:
+        by_key = "NULL::bigint"
+        if self.customer_column is not None:
+            by_key = f"""(SELECT c.id FROM customers c
+                    WHERE c.org_id = %(org)s AND c.{self.customer_column} = s.customer_key)"""
+        return f"""
+            UPDATE br_stage s SET
+                customer_id = CASE WHEN s.user_id IS NOT NULL
+                    THEN (SELECT c.id FROM customers c
+                          WHERE c.id = s.user_id AND c.org_id = %(org)s)
+                    ELSE {by_key} END,
+                resolved_coupon_id = CASE WHEN s.coupon_id IS NOT NULL
+                    THEN (SELECT k.id FROM coupons k
+                          WHERE k.id = s.coupon_id AND k.series_id = %(series)s
+                            AND k.org_id = %(org)s)
+                    ELSE (SELECT k.id FROM coupons k
+                          WHERE k.series_id = %(series)s AND k.code = s.coupon_code)
+                    END
+        """
+
+    def apply(
+        self, items: list[Candidate | Failure], *, end_offset: int, next_record: int
+    ) -> ChunkOutcome:
+        """Apply one chunk, or raise LeaseLost; a pending cancel ends the job instead."""
+        conn = self.conn
+        with conn.transaction():
+            conn.execute("SELECT set_config('app.org_id', %s, true)", (str(self.org_id),))
+            # Fencing: the job row stays locked until this chunk commits, so nobody can take
+            # the lease over half-way through.
+            row = conn.execute(
+                """
+                SELECT cancel_requested FROM upload_jobs
+                WHERE id = %s AND lease_owner = %s AND status = 'RUNNING'
+                FOR UPDATE
+                """,
+                (self.job_id, self.token),
+            ).fetchone()
+            if row is None:
+                raise LeaseLost(self.job_id)
+            if row[0]:
+                conn.execute(
+                    """
+                    UPDATE upload_jobs SET status = 'CANCELLED', finished_at = now(),
+                        updated_at = now(), lease_owner = NULL, lease_expires_at = NULL
+                    WHERE id = %s
+                    """,
+                    (self.job_id,),
+                )
+                return ChunkOutcome(cancelled=True)
+
+            candidates = [item for item in items if isinstance(item, Candidate)]
+            failures = [item for item in items if isinstance(item, Failure)]
+            late = self._apply_candidates(candidates) if candidates else []
+            failures.extend(late)
+            outcome = ChunkOutcome(
+                succeeded=len(candidates) - len(late),
+                failed=len(failures),
+                error_counts=Counter(int(f.code) for f in failures),
+            )
+            if failures:
+                self._record_failures(failures)
+            conn.execute(
+                """
+                UPDATE upload_jobs SET
+                    rows_processed = rows_processed + %(processed)s,
+                    rows_succeeded = rows_succeeded + %(succeeded)s,
+                    rows_failed = rows_failed + %(failed)s,
+                    error_counts = (
+                        SELECT coalesce(jsonb_object_agg(key, total), '{}'::jsonb) FROM (
+                            SELECT key, sum(value::bigint) AS total FROM (
+                                SELECT * FROM jsonb_each_text(error_counts)
+                                UNION ALL
+                                SELECT * FROM jsonb_each_text(%(counts)s::jsonb)
+                            ) parts GROUP BY key
+                        ) merged
+                    ),
+                    bytes_processed = %(offset)s,
+                    next_record = %(next_record)s,
+                    lease_expires_at = now() + make_interval(secs => %(lease)s),
+                    updated_at = now()
+                WHERE id = %(job)s
+                """,
+                {
+                    "processed": len(items),
+                    "succeeded": outcome.succeeded,
+                    "failed": outcome.failed,
+                    "counts": Jsonb({str(k): v for k, v in outcome.error_counts.items()}),
+                    "offset": end_offset,
+                    "next_record": next_record,
+                    "lease": self.lease_seconds,
+                    "job": self.job_id,
+                },
+            )
+        return outcome
+
+    def _apply_candidates(self, candidates: list[Candidate]) -> list[Failure]:
+        conn = self.conn
+        series = self.series
+        with conn.cursor() as cur:
+            with cur.copy(
+                "COPY br_stage (row_number, user_id, customer_key, coupon_id, coupon_code,"
+                " redeemed_ms, till_id, bill_id, bill_number) FROM STDIN"
+            ) as copy:
+                for c in candidates:
+                    copy.write_row(
+                        (
+                            c.row_number,
+                            c.user_id,
+                            c.customer_key,
+                            c.coupon_id,
+                            c.coupon_code,
+                            c.redeemed_ms,
+                            c.till_id,
+                            c.bill_id,
+                            c.bill_number,
+                        )
+                    )
+            cur.execute(self._resolve_sql, {"org": self.org_id, "series": series.id})
+
+            # Lock order everywhere: job row, then series, then coupons by id. The reads below
+            # come after the locks, in new statements, so they see what racing jobs committed.
+            if series.max_per_customer is not None:
+                cur.execute("SELECT 1 FROM coupon_series WHERE id = %s FOR UPDATE", (series.id,))
+            cur.execute(
+                """
+                SELECT id FROM coupons
+                WHERE id IN (SELECT resolved_coupon_id FROM br_stage) ORDER BY id FOR UPDATE
+                """
+            )
+            cur.execute(
+                """
+                SELECT s.row_number, s.customer_id, k.id, k.issued_to_customer_id,
+                    (extract(epoch FROM k.expires_at) * 1000)::bigint,
+                    k.revoked_at IS NOT NULL, k.redemption_count,
+                    EXISTS (SELECT 1 FROM redemptions r
+                            WHERE r.coupon_id = k.id AND r.redeemed_ms = s.redeemed_ms
+                              AND r.till_id = s.till_id AND r.bill_id = s.bill_id
+                              AND r.bill_number = s.bill_number),
+                    (NOT %(same_user_ok)s AND EXISTS (
+                        SELECT 1 FROM redemptions r
+                        WHERE r.coupon_id = k.id AND r.customer_id = s.customer_id))
+                FROM br_stage s LEFT JOIN coupons k ON k.id = s.resolved_coupon_id
+                """,
+                {"same_user_ok": series.same_user_multiple_redeem},
+            )
+            facts = {row[0]: row for row in cur.fetchall()}
+            customer_counts: dict[int, int] = {}
+            if series.max_per_customer is not None:
+                cur.execute(
+                    """
+                    SELECT customer_id, count(*) FROM redemptions
+                    WHERE series_id = %s
+                      AND customer_id IN (SELECT customer_id FROM br_stage)
+                    GROUP BY customer_id
+                    """,
+                    (series.id,),
+                )
+                customer_counts = dict(cur.fetchall())
+
+            failures, accepted = self._decide(candidates, facts, customer_counts)
+
+            if accepted:
+                with cur.copy(
+                    "COPY br_out (coupon_id, customer_id, row_number, redeemed_ms, till_id,"
+                    " bill_id, bill_number, details) FROM STDIN"
+                ) as copy:
+                    for row in accepted:
+                        copy.write_row(row)
+                cur.execute(
+                    """
+                    INSERT INTO redemptions (org_id, series_id, coupon_id, customer_id, job_id,
+                        row_number, redeemed_ms, till_id, bill_id, bill_number, details)
+                    SELECT %(org)s, %(series)s, coupon_id, customer_id, %(job)s, row_number,
+                        redeemed_ms, till_id, bill_id, bill_number, details
+                    FROM br_out
+                    """,
+                    {"org": self.org_id, "series": series.id, "job": self.job_id},
+                )
+                cur.execute(
+                    """
+                    UPDATE coupons k SET redemption_count = k.redemption_count + o.n
+                    FROM (SELECT coupon_id, count(*) AS n FROM br_out GROUP BY coupon_id) o
+                    WHERE k.id = o.coupon_id
+                    """
+                )
+        return failures
+
+    def _decide(
+        self,
+        candidates: list[Candidate],
+        facts: dict[int, tuple[Any, ...]],
+        customer_counts: dict[int, int],
+    ) -> tuple[list[Failure], list[tuple[Any, ...]]]:
+        """The checks that depend on the data, in precedence order and in file order."""
+        series = self.series
+        fail = self.checker.failure_of
+        failures: list[Failure] = []
+        accepted: list[tuple[Any, ...]] = []
+        used: dict[int, int] = {}  # coupon id -> redemptions so far, this chunk included
+        seen_keys: set[tuple[int, int, str, str, str]] = set()
+        seen_pairs: set[tuple[int, int]] = set()
+        max_coupon = series.max_per_coupon
+        max_customer = series.max_per_customer
+        for cand in candidates:
+            _, customer_id, coupon_id, issued_to, expires_ms, revoked, count, dup, same_user = (
+                facts[cand.row_number]
+            )
+            ms = cand.redeemed_ms
+            if customer_id is None:
+                failures.append(fail(cand, RowError.CUSTOMER_NOT_FOUND, self._who(cand)))
+                continue
+            if coupon_id is None:
+                failures.append(fail(cand, RowError.COUPON_NOT_FOUND, self._what(cand)))
+                continue
+            if revoked:
+                failures.append(fail(cand, RowError.COUPON_REVOKED, "the coupon is revoked"))
+                continue
+            if not series.any_user and issued_to != customer_id:
+                failures.append(
+                    fail(
+                        cand,
+                        RowError.COUPON_NOT_ISSUED_TO_CUSTOMER,
+                        f"coupon {coupon_id} is not issued to customer {customer_id}",
+                    )
+                )
+                continue
+            if (series.valid_from_ms is not None and ms < series.valid_from_ms) or (
+                series.valid_till_ms is not None and ms > series.valid_till_ms
+            ):
+                failures.append(
+                    fail(
+                        cand,
+                        RowError.SERIES_NOT_VALID_ON_DATE,
+                        "the series is not valid on the redemption date",
+                    )
+                )
+                continue
+            if expires_ms is not None and ms > expires_ms:
+                failures.append(
+                    fail(cand, RowError.COUPON_EXPIRED, "the coupon had expired by then")
+                )
+                continue
+            if series.allowed_tills is not None and cand.till_id not in series.allowed_tills:
+                failures.append(
+                    fail(
+                        cand,
+                        RowError.TILL_NOT_ALLOWED,
+                        f"till {cand.till_id!r} may not redeem this series",
+                    )
+                )
+                continue
+            key = (coupon_id, ms, cand.till_id, cand.bill_id, cand.bill_number)
+            if dup or key in seen_keys:
+                failures.append(
+                    fail(
+                        cand,
+                        RowError.DUPLICATE_REDEMPTION,
+                        "this redemption (coupon, time, till and bill) is already recorded",
+                    )
+                )
+                continue
+            pair = (coupon_id, customer_id)
+            if not series.same_user_multiple_redeem and (same_user or pair in seen_pairs):
+                failures.append(
+                    fail(
+                        cand,
+                        RowError.SAME_USER_MULTIPLE_REDEEM_NOT_ALLOWED,
+                        "the customer has already redeemed this coupon",
+                    )
+                )
+                continue
+            so_far = used.get(coupon_id, count)
+            if max_coupon is not None and so_far >= max_coupon:
+                if max_coupon == 1:
+                    failures.append(
+                        fail(
+                            cand, RowError.COUPON_ALREADY_REDEEMED, "the coupon is already redeemed"
+                        )
+                    )
+                else:
+                    failures.append(
+                        fail(
+                            cand,
+                            RowError.REDEMPTION_LIMIT_REACHED,
+                            f"the coupon has reached its limit of {max_coupon} redemptions",
+                        )
+                    )
+                continue
+            if max_customer is not None:
+                mine = customer_counts.get(customer_id, 0)
+                if mine >= max_customer:
+                    failures.append(
+                        fail(
+                            cand,
+                            RowError.CUSTOMER_SERIES_LIMIT_REACHED,
+                            f"the customer has reached the series limit of {max_customer}",
+                        )
+                    )
+                    continue
+                customer_counts[customer_id] = mine + 1
+            used[coupon_id] = so_far + 1
+            seen_keys.add(key)
+            seen_pairs.add(pair)
+            accepted.append(
+                (
+                    coupon_id,
+                    customer_id,
+                    cand.row_number,
+                    ms,
+                    cand.till_id,
+                    cand.bill_id,
+                    cand.bill_number,
+                    cand.details,
+                )
+            )
+        return failures, accepted
+
+    def _who(self, cand: Candidate) -> str:
+        if cand.user_id is not None:
+            return f"no customer with userId {cand.user_id}"
+        return f"no customer with {self.customer_key} {cand.customer_key!r}"
+
+    def _what(self, cand: Candidate) -> str:
+        if cand.coupon_id is not None:
+            return f"no coupon with couponId {cand.coupon_id} in series {self.series.id}"
+        return f"no coupon with code {cand.coupon_code!r} in series {self.series.id}"
+
+    def _record_failures(self, failures: list[Failure]) -> None:
+        with self.conn.cursor() as cur:
+            with cur.copy("COPY br_err (row_number, code, message, cells) FROM STDIN") as copy:
+                for f in failures:
+                    copy.write_row((f.row_number, int(f.code), f.message, f.cells))
+            cur.execute(
+                """
+                INSERT INTO job_row_errors (job_id, row_number, org_id, code, message, cells)
+                SELECT %(job)s, row_number, %(org)s, code, message, cells FROM br_err
+                """,
+                {"job": self.job_id, "org": self.org_id},
+            )

@@ -1,0 +1,372 @@
+"""Job state: the lease (claim, hand-off, finish), cancel, the sweeper, the job document."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Row, select, text
+from sqlalchemy.orm import Session
+
+from core.codes import error_name
+from core.errors import DomainError, ErrorKind, not_found
+from core.models import CouponSeries, JobRowError, UploadJob
+from core.settings import get_settings
+
+ACTIVE = ("QUEUED", "RUNNING")
+TERMINAL = ("COMPLETED", "COMPLETED_WITH_ERRORS", "FAILED", "CANCELLED")
+
+
+def epoch_ms(moment: datetime | None) -> int | None:
+    return None if moment is None else int(moment.timestamp() * 1000)
+
+
+def iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+def get_job(session: Session, org_id: int, job_id: int) -> UploadJob:
+    job = session.execute(
+        select(UploadJob).where(UploadJob.id == job_id, UploadJob.org_id == org_id)
+    ).scalar_one_or_none()
+    if job is None:
+        raise not_found("job")
+    return job
+
+
+def get_series(session: Session, org_id: int, series_id: int) -> CouponSeries:
+    series = session.execute(
+        select(CouponSeries).where(CouponSeries.id == series_id, CouponSeries.org_id == org_id)
+    ).scalar_one_or_none()
+    if series is None:
+        raise not_found("coupon series")
+    return series
+
+
+def _encode_cursor(job_id: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"before": job_id}).encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> int:
+    try:
+        value = json.loads(base64.urlsafe_b64decode(cursor.encode()))["before"]
+        if not isinstance(value, int):
+            raise ValueError
+        return value
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DomainError(ErrorKind.INVALID, "cursor is not one this API gave out") from exc
+
+
+def list_jobs(
+    session: Session,
+    org_id: int,
+    *,
+    series_id: int | None = None,
+    status: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> tuple[list[UploadJob], str | None]:
+    query = select(UploadJob).where(UploadJob.org_id == org_id)
+    if series_id is not None:
+        query = query.where(UploadJob.series_id == series_id)
+    if status is not None:
+        query = query.where(UploadJob.status == status)
+    if cursor:
+        query = query.where(UploadJob.id < _decode_cursor(cursor))
+    rows = list(session.execute(query.order_by(UploadJob.id.desc()).limit(limit + 1)).scalars())
+    next_cursor = _encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+def row_errors(session: Session, job_id: int, *, after_row: int, limit: int) -> list[JobRowError]:
+    return list(
+        session.execute(
+            select(JobRowError)
+            .where(JobRowError.job_id == job_id, JobRowError.row_number > after_row)
+            .order_by(JobRowError.row_number)
+            .limit(limit)
+        ).scalars()
+    )
+
+
+def job_document(job: UploadJob, now: datetime | None = None) -> dict[str, Any]:
+    """The job as GET /v1/jobs/{id} shows it."""
+    now = now or datetime.now(UTC)
+    total = job.file_size or 0
+    done = min(job.bytes_processed, total)
+    if job.status in ("COMPLETED", "COMPLETED_WITH_ERRORS"):
+        done = total
+    percent = round(100.0 * done / total, 1) if total else 100.0
+    rate: float | None = None
+    eta: float | None = None
+    if job.started_at is not None:
+        end = job.finished_at or now
+        elapsed = max((end - job.started_at).total_seconds(), 1e-3)
+        rate = round(job.rows_processed / elapsed, 1)
+        if job.status == "RUNNING" and done > 0:
+            eta = round(elapsed * (total - done) / done, 1)
+        elif job.status in TERMINAL:
+            eta = 0.0
+    base = f"/v1/jobs/{job.id}"
+    return {
+        "jobId": job.id,
+        "couponSeriesId": job.series_id,
+        "status": job.status,
+        "fileName": job.file_name,
+        "fileSize": job.file_size,
+        "details": job.details,
+        "customerIdentifier": job.customer_identifier,
+        "couponIdentifier": job.coupon_identifier,
+        "dryRun": job.dry_run,
+        "createdAt": iso(job.created_at),
+        "startedAt": iso(job.started_at),
+        "finishedAt": iso(job.finished_at),
+        "progress": {
+            "bytesProcessed": done,
+            "bytesTotal": total,
+            "percent": percent,
+            "rowsProcessed": job.rows_processed,
+            "rowsSucceeded": job.rows_succeeded,
+            "rowsFailed": job.rows_failed,
+            "rowsPerSecond": rate,
+            "etaSeconds": eta,
+        },
+        "errorSummary": [
+            {"code": int(code), "name": error_name(int(code)), "count": count}
+            for code, count in sorted(job.error_counts.items(), key=lambda kv: int(kv[0]))
+        ],
+        "failureReason": job.failure_reason,
+        "links": {"self": base, "errors": f"{base}/errors", "errorsCsv": f"{base}/errors.csv"},
+    }
+
+
+def capillary_status(job: UploadJob) -> dict[str, Any]:
+    """One entry of Capillary's redeemUploadJobStatuses."""
+    return {
+        "jobId": job.id,
+        "uploadRedeemedCouponStatus": job.status,
+        "createdOn": str(epoch_ms(job.created_at)),
+        "updatedOn": str(epoch_ms(job.updated_at)),
+        "uploadedFileName": job.file_name,
+        "errorFileUrl": f"/v1/jobs/{job.id}/errors.csv",
+        "totalUploadedCount": job.rows_processed,
+        "actualRowCount": job.rows_succeeded,
+        "errorCount": job.rows_failed,
+    }
+
+
+# --- cancel --------------------------------------------------------------------------------
+
+
+def request_cancel(session: Session, org_id: int, job_id: int) -> UploadJob:
+    """A queued job ends at once; a running one at its next chunk boundary."""
+    job = session.execute(
+        select(UploadJob)
+        .where(UploadJob.id == job_id, UploadJob.org_id == org_id)
+        .with_for_update()
+    ).scalar_one_or_none()
+    if job is None:
+        raise not_found("job")
+    if job.status in TERMINAL:
+        raise DomainError(ErrorKind.CONFLICT, f"the job has already ended ({job.status})")
+    job.cancel_requested = True
+    if job.status == "QUEUED":
+        job.status = "CANCELLED"
+        job.finished_at = datetime.now(UTC)
+    job.updated_at = datetime.now(UTC)
+    session.flush()
+    return job
+
+
+# --- the lease -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    id: int
+    org_id: int
+    series_id: int
+    customer_identifier: str
+    coupon_identifier: str
+    upload_headers: dict[str, int]
+    delimiter: str
+    has_header: bool
+    encoding: str
+    report_width: int
+    storage_key: str
+    bytes_processed: int
+    next_record: int
+    created_at_ms: int
+    dry_run: bool
+    error_counts: dict[str, int]
+
+
+_CLAIM = text(
+    """
+    UPDATE upload_jobs SET
+        status = 'RUNNING',
+        lease_owner = :token,
+        lease_expires_at = now() + make_interval(secs => :lease),
+        attempts = attempts + CASE
+            WHEN status = 'QUEUED' OR lease_owner IS NOT NULL THEN 1 ELSE 0 END,
+        started_at = coalesce(started_at, now()),
+        updated_at = now()
+    WHERE id = :job_id
+      AND status IN ('QUEUED', 'RUNNING')
+      AND NOT cancel_requested
+      AND (lease_expires_at IS NULL OR lease_expires_at < now())
+      AND (lease_owner IS NULL OR attempts < :max_attempts)
+    RETURNING id, org_id, series_id, customer_identifier, coupon_identifier, upload_headers,
+        delimiter, has_header, encoding, cardinality(report_header) AS report_width,
+        storage_key, bytes_processed, next_record,
+        (extract(epoch FROM created_at) * 1000)::bigint AS created_at_ms, dry_run, error_counts
+    """
+)
+
+
+def claim(session: Session, job_id: int, token: str) -> ClaimedJob | None:
+    """Take the job's lease, if nobody holds a live one; None when the job is not ours to run."""
+    settings = get_settings()
+    row = session.execute(
+        _CLAIM,
+        {
+            "job_id": job_id,
+            "token": token,
+            "lease": settings.lease_seconds,
+            "max_attempts": settings.max_attempts,
+        },
+    ).one_or_none()
+    if row is not None:
+        return ClaimedJob(**row._asdict())
+    # A cancel that arrives while the job waits between slices ends it here.
+    session.execute(
+        text(
+            """
+            UPDATE upload_jobs SET status = 'CANCELLED', finished_at = now(), updated_at = now(),
+                lease_owner = NULL, lease_expires_at = NULL
+            WHERE id = :job_id AND status IN ('QUEUED', 'RUNNING') AND cancel_requested
+              AND (lease_expires_at IS NULL OR lease_expires_at < now())
+            """
+        ),
+        {"job_id": job_id},
+    )
+    return None
+
+
+def hand_off(session: Session, job_id: int, token: str) -> bool:
+    """Give the lease back so that a new message can carry the job on (slices)."""
+    result = session.execute(
+        text(
+            """
+            UPDATE upload_jobs SET lease_owner = NULL, lease_expires_at = NULL,
+                enqueued_at = now(), updated_at = now()
+            WHERE id = :job_id AND lease_owner = :token AND status = 'RUNNING'
+            """
+        ),
+        {"job_id": job_id, "token": token},
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+def finish(session: Session, job_id: int, token: str) -> str | None:
+    """End the job COMPLETED or COMPLETED_WITH_ERRORS; None if the lease was lost."""
+    row = session.execute(
+        text(
+            """
+            UPDATE upload_jobs SET
+                status = CASE WHEN rows_failed > 0
+                    THEN 'COMPLETED_WITH_ERRORS' ELSE 'COMPLETED' END,
+                bytes_processed = file_size, finished_at = now(), updated_at = now(),
+                lease_owner = NULL, lease_expires_at = NULL
+            WHERE id = :job_id AND lease_owner = :token AND status = 'RUNNING'
+            RETURNING status
+            """
+        ),
+        {"job_id": job_id, "token": token},
+    ).one_or_none()
+    return None if row is None else str(row.status)
+
+
+def release(session: Session, job_id: int, token: str, error: str) -> None:
+    """After an unexpected error: let the lease lapse now and keep the error for the record."""
+    session.execute(
+        text(
+            """
+            UPDATE upload_jobs SET lease_expires_at = now(), failure_reason = :error,
+                updated_at = now()
+            WHERE id = :job_id AND lease_owner = :token AND status = 'RUNNING'
+            """
+        ),
+        {"job_id": job_id, "token": token, "error": error[:2000]},
+    )
+
+
+def fail(session: Session, job_id: int, reason: str, token: str | None = None) -> bool:
+    """End the job FAILED (the job as a whole: never for bad rows)."""
+    result = session.execute(
+        text(
+            """
+            UPDATE upload_jobs SET status = 'FAILED', failure_reason = :reason,
+                finished_at = now(), updated_at = now(),
+                lease_owner = NULL, lease_expires_at = NULL
+            WHERE id = :job_id AND status IN ('QUEUED', 'RUNNING')
+              AND (CAST(:token AS text) IS NULL OR lease_owner = :token)
+            """
+        ),
+        {"job_id": job_id, "reason": reason, "token": token},
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+# --- the sweeper ---------------------------------------------------------------------------
+
+
+def sweep(session: Session) -> list[int]:
+    """Jobs to enqueue again: queued and untaken, handed off and untaken, or lease expired.
+
+    A job whose lease expired once too often fails instead, with its reason.
+    """
+    settings = get_settings()
+    session.execute(
+        text(
+            """
+            UPDATE upload_jobs SET status = 'FAILED', finished_at = now(), updated_at = now(),
+                failure_reason = 'the job was lost ' || attempts || ' times (worker crashed, '
+                    || 'timed out or failed); giving up'
+                    || coalesce('. Last error: ' || failure_reason, ''),
+                lease_owner = NULL, lease_expires_at = NULL
+            WHERE status = 'RUNNING' AND lease_expires_at < now() AND attempts >= :max_attempts
+            """
+        ),
+        {"max_attempts": settings.max_attempts},
+    )
+    rows: list[Row[Any]] = list(
+        session.execute(
+            text(
+                """
+                UPDATE upload_jobs SET enqueued_at = now()
+                WHERE id IN (
+                    SELECT id FROM upload_jobs
+                    WHERE status IN ('QUEUED', 'RUNNING')
+                      AND (lease_expires_at IS NULL OR lease_expires_at < now())
+                      AND (
+                        coalesce(enqueued_at, created_at) < now() - make_interval(secs => :stale)
+                        -- a lease that expired since the last enqueue: at once, not in a while
+                        OR coalesce(enqueued_at, created_at) < lease_expires_at
+                      )
+                    ORDER BY id
+                    FOR UPDATE SKIP LOCKED
+                )
+                RETURNING id
+                """
+            ),
+            {"stale": settings.queued_requeue_seconds},
+        )
+    )
+    return [row.id for row in rows]

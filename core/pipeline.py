@@ -1,0 +1,131 @@
+"""Running a job: claim it, stream the file from the checkpoint, apply chunk by chunk.
+
+A call processes one slice (bounded in time) and says whether the job wants another; the
+worker layer turns that into a new message, so a long job never holds one message or one
+worker for its whole run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from enum import Enum
+from typing import Any
+
+from core import jobs
+from core.apply import ChunkApplier, LeaseLost, load_series, prepare_connection
+from core.csvstream import read_records, sniff_encoding
+from core.db import get_engine, transaction
+from core.rows import Candidate, CouponIdentifier, CustomerIdentifier, Failure, Mapping, RowChecker
+from core.settings import get_settings
+from core.storage import get_storage
+
+log = logging.getLogger(__name__)
+
+
+class SliceResult(Enum):
+    NOT_CLAIMED = "not_claimed"  # someone else holds it, or it has ended
+    MORE = "more"  # the slice is over and the lease handed back: enqueue the job again
+    DONE = "done"  # the job has ended (completed, cancelled or failed)
+    LEASE_LOST = "lease_lost"  # another worker took over; nothing more was committed
+
+
+def run_slice(job_id: int, *, slice_seconds: float | None = None) -> SliceResult:
+    settings = get_settings()
+    budget = settings.slice_seconds if slice_seconds is None else slice_seconds
+    token = uuid.uuid4().hex
+    with transaction() as session:
+        job = jobs.claim(session, job_id, token)
+    if job is None:
+        return SliceResult.NOT_CLAIMED
+    try:
+        return _process(job, token, time.monotonic() + budget)
+    except LeaseLost:
+        log.warning("job %s: lease lost, stopping without committing", job_id)
+        return SliceResult.LEASE_LOST
+    except FileNotFoundError:
+        with transaction() as session:
+            jobs.fail(session, job_id, "the uploaded file is no longer stored", token)
+        return SliceResult.DONE
+    except Exception as exc:
+        # Give the lease back at once so that the sweeper retries soon (attempts are counted).
+        log.exception("job %s: slice failed", job_id)
+        with transaction() as session:
+            jobs.release(session, job_id, token, f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def _process(job: jobs.ClaimedJob, token: str, deadline: float) -> SliceResult:
+    settings = get_settings()
+    mapping = Mapping(
+        columns=dict(job.upload_headers),
+        customer=CustomerIdentifier(job.customer_identifier),
+        coupon=CouponIdentifier(job.coupon_identifier),
+    )
+    checker = RowChecker(mapping, job.created_at_ms, job.report_width)
+    raw_conn = get_engine().raw_connection()
+    try:
+        conn: Any = raw_conn.driver_connection
+        conn.rollback()
+        prepare_connection(conn)
+        series = load_series(conn, job.series_id)
+        conn.commit()
+        applier = ChunkApplier(
+            conn,
+            job_id=job.id,
+            org_id=job.org_id,
+            token=token,
+            series=series,
+            checker=checker,
+            customer_key=mapping.customer.key,
+            lease_seconds=settings.lease_seconds,
+        )
+        with get_storage().open(job.storage_key, job.bytes_processed) as stream:
+            offset = job.bytes_processed
+            if offset == 0:
+                _, offset = sniff_encoding(stream.read(4))
+                stream.seek(offset)
+            # The header is the first non-blank record; it is behind us once we have moved on.
+            header_pending = job.has_header and job.next_record == 1
+            chunk: list[Candidate | Failure] = []
+            records = read_records(
+                stream,
+                encoding=job.encoding,
+                delimiter=job.delimiter,
+                offset=offset,
+                first_number=job.next_record,
+            )
+            last_number, last_offset = job.next_record - 1, offset
+            for record in records:
+                last_number, last_offset = record.number, record.end_offset
+                if record.is_blank:
+                    continue
+                if header_pending:
+                    header_pending = False
+                    continue
+                chunk.append(checker.check(record.number, record.cells, record.damage))
+                if len(chunk) >= settings.chunk_rows:
+                    outcome = applier.apply(
+                        chunk, end_offset=record.end_offset, next_record=record.number + 1
+                    )
+                    chunk = []
+                    if outcome.cancelled:
+                        return SliceResult.DONE
+                    if time.monotonic() >= deadline:
+                        with transaction() as session:
+                            if not jobs.hand_off(session, job.id, token):
+                                raise LeaseLost(job.id)
+                        return SliceResult.MORE
+            if chunk:
+                outcome = applier.apply(chunk, end_offset=last_offset, next_record=last_number + 1)
+                if outcome.cancelled:
+                    return SliceResult.DONE
+        with transaction() as session:
+            status = jobs.finish(session, job.id, token)
+        if status is None:
+            raise LeaseLost(job.id)
+        log.info("job %s: %s", job.id, status)
+        return SliceResult.DONE
+    finally:
+        raw_conn.close()

@@ -1,0 +1,325 @@
+"""Accepting an upload: the file streamed to storage and measured, the request judged, the job made.
+
+Everything that can be judged without reading the whole file is judged here, synchronously,
+so that a bad request fails at once with a clear message instead of as a failed job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from core.csvstream import (
+    DELIMITERS,
+    binary_reason,
+    detect_delimiter,
+    read_records,
+    sniff_encoding,
+)
+from core.errors import DomainError, ErrorKind, FieldProblem, invalid
+from core.models import UploadJob
+from core.rows import COLUMN_KEYS, CouponIdentifier, CustomerIdentifier, clean
+from core.settings import get_settings
+from core.storage import BlobWriter, Storage, new_key
+
+# What the API keeps of the file's start for judging it: its first records must fit in here.
+PREFIX_BYTES = 1 << 20
+MAX_JOB_DETAILS = 1000
+
+
+class FileSink:
+    """Writes the uploaded bytes to storage while counting, hashing and keeping the start."""
+
+    def __init__(self, storage: Storage, org_id: int) -> None:
+        settings = get_settings()
+        self.max_bytes = settings.max_upload_bytes
+        self.max_rows = settings.max_rows
+        self.key = new_key(org_id)
+        self.writer: BlobWriter = storage.writer(self.key)
+        self.size = 0
+        self.line_breaks = 0
+        self._last_was_cr = False
+        self.sha256 = hashlib.sha256()
+        self.prefix = bytearray()
+        self.open = True
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        self.size += len(data)
+        if self.size > self.max_bytes:
+            raise DomainError(
+                ErrorKind.TOO_LARGE,
+                f"the file is larger than the limit of {self.max_bytes} bytes",
+                [FieldProblem("file", f"larger than {self.max_bytes} bytes")],
+            )
+        # "\r\n", "\n" and a lone "\r" each end one line.
+        breaks = data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n")
+        if self._last_was_cr and data[:1] == b"\n":
+            breaks -= 1
+        self._last_was_cr = data[-1:] == b"\r"
+        self.line_breaks += breaks
+        if self.line_breaks > self.max_rows:
+            raise DomainError(
+                ErrorKind.TOO_LARGE,
+                f"the file has more than the limit of {self.max_rows} lines",
+                [FieldProblem("file", f"more than {self.max_rows} lines")],
+            )
+        self.sha256.update(data)
+        if len(self.prefix) < PREFIX_BYTES:
+            self.prefix += data[: PREFIX_BYTES - len(self.prefix)]
+        self.writer.write(data)
+
+    def commit(self) -> None:
+        self.writer.commit()
+        self.open = False
+
+    def abort(self) -> None:
+        if self.open:
+            self.writer.abort()
+            self.open = False
+
+
+@dataclass
+class UploadForm:
+    """The non-file fields of the multipart request, as sent (all text)."""
+
+    fields: dict[str, str] = field(default_factory=dict)
+    file_name: str | None = None
+
+    def get(self, name: str) -> str | None:
+        value = self.fields.get(name)
+        return value.strip() if value is not None else None
+
+
+@dataclass
+class UploadPlan:
+    customer: CustomerIdentifier
+    coupon: CouponIdentifier
+    columns: dict[str, int]
+    delimiter: str
+    has_header: bool
+    encoding: str
+    report_header: list[str]
+    details: str | None
+
+
+def _parse_enum(form: UploadForm, name: str, enum: Any) -> Any:
+    value = form.get(name)
+    allowed = ", ".join(e.value for e in enum)
+    if not value:
+        raise invalid(name, f"{name} is required (one of {allowed})")
+    try:
+        return enum(value.upper())
+    except ValueError:
+        raise invalid(name, f"{name} {value!r} is not one of {allowed}") from None
+
+
+def _parse_columns(raw: str | None, mandatory: tuple[str, ...]) -> dict[str, int]:
+    if not raw:
+        raise invalid("uploadHeaders", "uploadHeaders is required: a JSON object of column indices")
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        raise invalid("uploadHeaders", "uploadHeaders is not valid JSON") from None
+    if not isinstance(parsed, dict) or not parsed:
+        raise invalid("uploadHeaders", "uploadHeaders must be a non-empty JSON object")
+    columns: dict[str, int] = {}
+    for key, index in parsed.items():
+        if key not in COLUMN_KEYS:
+            raise invalid(
+                "uploadHeaders",
+                f"uploadHeaders has an unknown key {key!r}; known keys: {', '.join(COLUMN_KEYS)}",
+            )
+        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+            raise invalid(
+                "uploadHeaders", f"uploadHeaders[{key!r}] must be a non-negative integer index"
+            )
+        columns[key] = index
+    seen: dict[int, str] = {}
+    for key, index in columns.items():
+        if index in seen:
+            raise invalid(
+                "uploadHeaders", f"uploadHeaders maps {seen[index]!r} and {key!r} to column {index}"
+            )
+        seen[index] = key
+    missing = [key for key in mandatory if key not in columns]
+    if missing:
+        raise invalid(
+            "uploadHeaders", f"uploadHeaders lacks the mandatory key(s) {', '.join(missing)}"
+        )
+    return columns
+
+
+def _parse_bool(form: UploadForm, name: str) -> bool | None:
+    value = form.get(name)
+    if value is None or value == "":
+        return None
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise invalid(name, f"{name} must be true or false, not {value!r}")
+
+
+def _parse_delimiter(form: UploadForm) -> str | None:
+    value = form.fields.get("delimiter")
+    if value is None or value == "":
+        return None
+    named = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
+    value = named.get(value.lower(), value)
+    if value not in DELIMITERS:
+        raise invalid("delimiter", "delimiter must be one of ',', ';', tab or '|'")
+    return value
+
+
+def judge(form: UploadForm, sink: FileSink) -> UploadPlan:
+    """Everything that can be said of the request without reading the whole file."""
+    customer = _parse_enum(form, "customerIdentifier", CustomerIdentifier)
+    coupon = _parse_enum(form, "couponIdentifier", CouponIdentifier)
+    mandatory = (customer.key, coupon.key, "redeemedDateInMillis", "redeemedAt")
+    columns = _parse_columns(form.get("uploadHeaders"), mandatory)
+    delimiter = _parse_delimiter(form)
+    has_header = _parse_bool(form, "hasHeader")
+    if _parse_bool(form, "dryRun"):
+        raise invalid("dryRun", "dryRun is not supported yet: nothing was uploaded or applied")
+    if form.get("callbackUrl"):
+        raise invalid("callbackUrl", "callbackUrl is not supported yet")
+    details = form.fields.get("details", form.fields.get("Details"))
+    if details is not None and len(details) > MAX_JOB_DETAILS:
+        raise invalid("details", f"details is longer than {MAX_JOB_DETAILS} characters")
+
+    if form.file_name is None:
+        raise invalid("file", "file is required: the CSV, as a multipart file part")
+    prefix = bytes(sink.prefix)
+    if sink.size == 0:
+        raise invalid("file", "the file is empty")
+    reason = binary_reason(prefix)
+    if reason:
+        raise DomainError(ErrorKind.UNSUPPORTED_MEDIA, reason, [FieldProblem("file", reason)])
+    encoding, bom = sniff_encoding(prefix)
+    complete = sink.size <= len(prefix)
+    text = prefix[bom:].decode(encoding, "replace")
+    if delimiter is None:
+        delimiter = detect_delimiter(text)
+
+    records = read_records(
+        io.BytesIO(prefix[bom:]), encoding=encoding, delimiter=delimiter, offset=bom
+    )
+    non_blank = (r for r in records if not r.is_blank)
+    first = next(non_blank, None)
+    if first is None:
+        raise invalid("file", "the file has no records (only blank lines)")
+    if not complete and first.end_offset >= len(prefix):
+        raise invalid("file", f"the first record is longer than {PREFIX_BYTES} bytes")
+    width = len(first.cells)
+    beyond = sorted((i, k) for k, i in columns.items() if i >= width)
+    if beyond:
+        index, key = beyond[0]
+        raise invalid(
+            "uploadHeaders",
+            f"uploadHeaders maps {key!r} to column {index}, but the first record has only "
+            f"{width} column(s) (with delimiter {delimiter!r})",
+        )
+    if has_header is None:
+        date_cell = clean(first.cells[columns["redeemedDateInMillis"]])
+        has_header = not (date_cell.isascii() and date_cell.isdigit())
+    if has_header:
+        second = next(non_blank, None)
+        if second is None and complete:
+            raise invalid("file", "the file has a header but no data record")
+        report_header = [cell.strip() for cell in first.cells]
+    else:
+        names = {index: key for key, index in columns.items()}
+        report_header = [names.get(i, f"column{i}") for i in range(width)]
+    return UploadPlan(
+        customer=customer,
+        coupon=coupon,
+        columns=columns,
+        delimiter=delimiter,
+        has_header=has_header,
+        encoding=encoding,
+        report_header=report_header,
+        details=details,
+    )
+
+
+def fingerprint(org_id: int, series_id: int, form: UploadForm, sha256: str) -> str:
+    """What makes two requests "the same" for Idempotency-Key, whatever the multipart boundary."""
+    payload = json.dumps(
+        {
+            "org": org_id,
+            "series": series_id,
+            "fields": sorted(form.fields.items()),
+            "fileName": form.file_name,
+            "sha256": sha256,
+        }
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def existing_for_key(session: Session, org_id: int, key: str, fp: str) -> UploadJob | None:
+    """The job an earlier request with this Idempotency-Key made; 409 if it was different."""
+    job = session.execute(
+        select(UploadJob).where(UploadJob.org_id == org_id, UploadJob.idempotency_key == key)
+    ).scalar_one_or_none()
+    if job is not None and job.request_fingerprint != fp:
+        raise DomainError(
+            ErrorKind.CONFLICT,
+            "this Idempotency-Key was used for a different request",
+            [FieldProblem("Idempotency-Key", "used before with another request")],
+        )
+    return job
+
+
+def create_job(
+    session: Session,
+    *,
+    org_id: int,
+    series_id: int,
+    plan: UploadPlan,
+    sink: FileSink,
+    file_name: str,
+    idempotency_key: str | None,
+    request_fingerprint: str | None,
+) -> UploadJob:
+    job = UploadJob(
+        org_id=org_id,
+        series_id=series_id,
+        status="QUEUED",
+        customer_identifier=plan.customer.value,
+        coupon_identifier=plan.coupon.value,
+        upload_headers=plan.columns,
+        delimiter=plan.delimiter,
+        has_header=plan.has_header,
+        encoding=plan.encoding,
+        report_header=plan.report_header,
+        details=plan.details,
+        idempotency_key=idempotency_key,
+        request_fingerprint=request_fingerprint,
+        file_name=file_name,
+        file_size=sink.size,
+        file_sha256=sink.sha256.hexdigest(),
+        storage_key=sink.key,
+    )
+    session.add(job)
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError:
+        # A concurrent request with the same Idempotency-Key won the race.
+        if idempotency_key is None:
+            raise
+        existing = existing_for_key(session, org_id, idempotency_key, request_fingerprint or "")
+        if existing is None:
+            raise
+        return existing
+    session.refresh(job)
+    return job

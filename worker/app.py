@@ -1,0 +1,43 @@
+"""The Celery application. Redis is only the doorbell: Postgres holds every job's truth."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init
+
+from core.db import dispose_engine
+from core.settings import get_settings
+
+settings = get_settings()
+
+celery_app = Celery("bulkredeem", broker=settings.redis_url, include=["worker.tasks"])
+celery_app.conf.update(
+    task_default_queue=settings.queue_name,
+    # A message is acknowledged only when its slice is done; a worker that dies mid-slice
+    # gives it back. Fencing in the database makes a second delivery harmless.
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    # A slice runs for slice_seconds; the hard limit stays well under the visibility timeout,
+    # so Redis never hands out a message whose task is still running.
+    task_soft_time_limit=max(60, int(settings.slice_seconds * 4)),
+    task_time_limit=max(90, int(settings.slice_seconds * 6)),
+    broker_transport_options={"visibility_timeout": 3600},
+    broker_connection_retry_on_startup=True,
+    task_ignore_result=True,
+    worker_hijack_root_logger=False,
+    beat_schedule={
+        "sweep-jobs": {
+            "task": "bulkredeem.sweep",
+            "schedule": settings.sweep_interval_seconds,
+        },
+        "purge-files": {"task": "bulkredeem.purge_files", "schedule": 3600.0},
+    },
+)
+
+
+@worker_process_init.connect
+def _fresh_engine_after_fork(**_: Any) -> None:
+    dispose_engine()
