@@ -1,4 +1,4 @@
-"""Find the Postgres and Redis the tests run against: the environment, else localhost, else embedded."""
+"""Find the Postgres and Redis for the tests: the environment, else localhost, else embedded."""
 
 from __future__ import annotations
 

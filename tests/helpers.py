@@ -1,0 +1,73 @@
+"""Driving the API the way a client does: upload, poll, read the report."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+TERMINAL = {"COMPLETED", "COMPLETED_WITH_ERRORS", "FAILED", "CANCELLED"}
+MOBILE_HEADERS = {"redeemedDateInMillis": 0, "redeemedAt": 1, "mobile": 2, "couponCode": 3}
+
+
+def upload(
+    client: TestClient,
+    auth: dict[str, str],
+    series_id: int,
+    path: Path,
+    upload_headers: dict[str, int] | str,
+    *,
+    customer: str = "MOBILE",
+    coupon: str = "COUPON_CODE",
+    extra: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Any:
+    form = {
+        "customerIdentifier": customer,
+        "couponIdentifier": coupon,
+        "uploadHeaders": upload_headers
+        if isinstance(upload_headers, str)
+        else json.dumps(upload_headers),
+        **(extra or {}),
+    }
+    with path.open("rb") as handle:
+        return client.post(
+            f"/coupon/api/v1/upload/redeemFile/{series_id}",
+            headers={**auth, **(headers or {})},
+            data=form,
+            files={"file": (path.name, handle, "text/csv")},
+        )
+
+
+def job_id_of(response: Any) -> int:
+    assert response.status_code == 202, response.text
+    return int(response.json()["result"]["redeemUploadJobStatuses"][0]["jobId"])
+
+
+def wait_for_job(
+    client: TestClient, auth: dict[str, str], job_id: int, timeout: float = 120
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        doc: dict[str, Any] = client.get(f"/v1/jobs/{job_id}", headers=auth).json()
+        if doc["status"] in TERMINAL:
+            return doc
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} did not end in {timeout}s: {doc}")
+        time.sleep(0.1)
+
+
+def all_row_errors(client: TestClient, auth: dict[str, str], job_id: int) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    after = 0
+    while True:
+        page = client.get(
+            f"/v1/jobs/{job_id}/errors", params={"afterRow": after, "limit": 1000}, headers=auth
+        ).json()
+        items.extend(page["items"])
+        if page["nextAfterRow"] is None:
+            return items
+        after = page["nextAfterRow"]
