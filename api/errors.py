@@ -43,8 +43,13 @@ def error_response(
 
 
 def _location(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
-    return ".".join(parts) or "request"
+    """A pydantic location as clients read it elsewhere: customers[1].mobile."""
+    text = ""
+    for part in loc:
+        if part in ("body", "query", "path", "header"):
+            continue
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "request"
 
 
 def install(app: FastAPI) -> None:
