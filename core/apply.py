@@ -269,14 +269,24 @@ class ChunkApplier:
                 SELECT s.row_number, s.customer_id, k.id, k.issued_to_customer_id,
                     (extract(epoch FROM k.expires_at) * 1000)::bigint,
                     k.revoked_at IS NOT NULL, k.redemption_count,
-                    EXISTS (SELECT 1 FROM redemptions r
-                            WHERE r.coupon_id = k.id AND r.redeemed_ms = s.redeemed_ms
-                              AND r.till_id = s.till_id AND r.bill_id = s.bill_id
-                              AND r.bill_number = s.bill_number),
-                    (NOT %(same_user_ok)s AND EXISTS (
-                        SELECT 1 FROM redemptions r
-                        WHERE r.coupon_id = k.id AND r.customer_id = s.customer_id))
-                FROM br_stage s LEFT JOIN coupons k ON k.id = s.resolved_coupon_id
+                    dup.hit IS NOT NULL, same.hit IS NOT NULL
+                FROM br_stage s
+                LEFT JOIN coupons k ON k.id = s.resolved_coupon_id
+                -- LATERAL ... LIMIT 1 keeps these as index probes per row: as plain EXISTS
+                -- the planner may hash the whole redemptions table instead.
+                LEFT JOIN LATERAL (
+                    SELECT true AS hit FROM redemptions r
+                    WHERE r.coupon_id = k.id AND r.redeemed_ms = s.redeemed_ms
+                      AND r.till_id = s.till_id AND r.bill_id = s.bill_id
+                      AND r.bill_number = s.bill_number
+                    LIMIT 1
+                ) dup ON true
+                LEFT JOIN LATERAL (
+                    SELECT true AS hit FROM redemptions r
+                    WHERE NOT %(same_user_ok)s
+                      AND r.coupon_id = k.id AND r.customer_id = s.customer_id
+                    LIMIT 1
+                ) same ON true
                 """,
                 {"same_user_ok": series.same_user_multiple_redeem},
             )

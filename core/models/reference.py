@@ -10,6 +10,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     ForeignKey,
+    ForeignKeyConstraint,
     Identity,
     Index,
     Integer,
@@ -29,6 +30,7 @@ class Customer(Base):
         UniqueConstraint("org_id", "external_id"),
         UniqueConstraint("org_id", "mobile"),
         UniqueConstraint("org_id", "email"),
+        UniqueConstraint("id", "org_id"),  # the target of redemptions' composite key
     )
 
     # The customer's id is the `userId` of the API; explicit ids may be given (by default).
@@ -73,6 +75,7 @@ class Coupon(Base):
     __tablename__ = "coupons"
     __table_args__ = (
         UniqueConstraint("series_id", "code"),
+        UniqueConstraint("id", "series_id", "org_id"),  # the target of redemptions' key
         CheckConstraint("redemption_count >= 0", name="redemption_count_non_negative"),
         Index("ix_coupons_org_id_code", "org_id", "code"),
     )
@@ -108,19 +111,23 @@ class Redemption(Base):
             name="uq_redemptions_natural_key",
         ),
         Index("ix_redemptions_series_id_customer_id", "series_id", "customer_id"),
+        # Composite keys: one check per row instead of one per column (they dominated the
+        # insert), and a redemption can never pair one org's coupon with another's customer.
+        ForeignKeyConstraint(
+            ["coupon_id", "series_id", "org_id"],
+            ["coupons.id", "coupons.series_id", "coupons.org_id"],
+            ondelete="CASCADE",
+        ),
+        ForeignKeyConstraint(
+            ["customer_id", "org_id"], ["customers.id", "customers.org_id"], ondelete="CASCADE"
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    org_id: Mapped[int] = org_fk()
-    series_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("coupon_series.id", ondelete="CASCADE"), nullable=False
-    )
-    coupon_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("coupons.id", ondelete="CASCADE"), nullable=False
-    )
-    customer_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("customers.id", ondelete="CASCADE"), nullable=False
-    )
+    org_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    series_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    coupon_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    customer_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     job_id: Mapped[int | None] = mapped_column(
         BigInteger, ForeignKey("upload_jobs.id", ondelete="SET NULL")
     )

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 22:20:13.985630
+Create Date: 2026-11-25 22:27:50.867183
 """
 
 from collections.abc import Sequence
@@ -107,6 +107,7 @@ def upgrade() -> None:
             ["org_id"], ["orgs.id"], name=op.f("fk_customers_org_id_orgs"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_customers")),
+        sa.UniqueConstraint("id", "org_id", name=op.f("uq_customers_id_org_id")),
         sa.UniqueConstraint("org_id", "email", name=op.f("uq_customers_org_id_email")),
         sa.UniqueConstraint("org_id", "external_id", name=op.f("uq_customers_org_id_external_id")),
         sa.UniqueConstraint("org_id", "mobile", name=op.f("uq_customers_org_id_mobile")),
@@ -146,6 +147,9 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_coupons")),
+        sa.UniqueConstraint(
+            "id", "series_id", "org_id", name=op.f("uq_coupons_id_series_id_org_id")
+        ),
         sa.UniqueConstraint("series_id", "code", name=op.f("uq_coupons_series_id_code")),
     )
     op.create_index("ix_coupons_org_id_code", "coupons", ["org_id", "code"], unique=False)
@@ -283,14 +287,14 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.ForeignKeyConstraint(
-            ["coupon_id"],
-            ["coupons.id"],
+            ["coupon_id", "series_id", "org_id"],
+            ["coupons.id", "coupons.series_id", "coupons.org_id"],
             name=op.f("fk_redemptions_coupon_id_coupons"),
             ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
-            ["customer_id"],
-            ["customers.id"],
+            ["customer_id", "org_id"],
+            ["customers.id", "customers.org_id"],
             name=op.f("fk_redemptions_customer_id_customers"),
             ondelete="CASCADE",
         ),
@@ -299,15 +303,6 @@ def upgrade() -> None:
             ["upload_jobs.id"],
             name=op.f("fk_redemptions_job_id_upload_jobs"),
             ondelete="SET NULL",
-        ),
-        sa.ForeignKeyConstraint(
-            ["org_id"], ["orgs.id"], name=op.f("fk_redemptions_org_id_orgs"), ondelete="CASCADE"
-        ),
-        sa.ForeignKeyConstraint(
-            ["series_id"],
-            ["coupon_series.id"],
-            name=op.f("fk_redemptions_series_id_coupon_series"),
-            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_redemptions")),
         sa.UniqueConstraint(
