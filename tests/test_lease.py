@@ -1,0 +1,197 @@
+"""The lease: one holder at a time, fencing on every chunk, slices, and the sweeper."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+
+from core import jobs, pipeline, uploads
+from core.apply import ChunkApplier, LeaseLost, load_series, prepare_connection
+from core.db import get_engine, transaction
+from core.rows import CouponIdentifier, CustomerIdentifier, Mapping, RowChecker
+from core.settings import get_settings
+from core.storage import get_storage
+from tests.factories import SAMPLE_MS, bulk_customers_and_coupons, create_series
+
+
+def make_job(org_id: int, series_id: int, rows: int, database_url: str) -> int:
+    """A job over `rows` good rows, made in core and never enqueued (tests drive it)."""
+    base = 4_000_000_000 + org_id * 100_000
+    if rows:
+        bulk_customers_and_coupons(database_url, org_id, series_id, rows, mobile_base=base)
+    sink = uploads.FileSink(get_storage(), org_id)
+    sink.write(b"date,till,mobile,code\n")
+    for i in range(rows):
+        sink.write(f"{SAMPLE_MS + i},T1,{base + i},C{i:08d}\n".encode())
+    form = uploads.UploadForm(
+        fields={
+            "customerIdentifier": "MOBILE",
+            "couponIdentifier": "COUPON_CODE",
+            "uploadHeaders": '{"redeemedDateInMillis":0,"redeemedAt":1,"mobile":2,"couponCode":3}',
+        },
+        file_name="lease.csv",
+    )
+    plan = uploads.judge(form, sink)
+    sink.commit()
+    with transaction(org_id) as session:
+        return uploads.create_job(
+            session,
+            org_id=org_id,
+            series_id=series_id,
+            plan=plan,
+            sink=sink,
+            file_name="lease.csv",
+            idempotency_key=None,
+            request_fingerprint=None,
+        ).id
+
+
+def job_row(job_id: int) -> dict[str, object]:
+    with transaction() as session:
+        row = session.execute(
+            text("SELECT * FROM upload_jobs WHERE id = :id"), {"id": job_id}
+        ).one()
+    return dict(row._mapping)
+
+
+@pytest.fixture
+def series(org: tuple[int, str]) -> int:
+    return create_series(org[0])
+
+
+def test_a_held_lease_cannot_be_claimed_twice(
+    org: tuple[int, str], series: int, database_url: str
+) -> None:
+    job = make_job(org[0], series, 1, database_url)
+    with transaction() as session:
+        assert jobs.claim(session, job, "first") is not None
+    with transaction() as session:
+        assert jobs.claim(session, job, "second") is None
+    assert job_row(job)["lease_owner"] == "first"
+
+
+def test_a_chunk_commits_only_under_the_lease_it_was_started_with(
+    org: tuple[int, str], series: int, database_url: str
+) -> None:
+    job_id = make_job(org[0], series, 3, database_url)
+    with transaction() as session:
+        claimed = jobs.claim(session, job_id, "old-owner")
+    assert claimed is not None
+    # The lease lapses and another worker takes the job over.
+    with transaction() as session:
+        session.execute(
+            text("UPDATE upload_jobs SET lease_expires_at = now() - interval '1 s' WHERE id = :id"),
+            {"id": job_id},
+        )
+        assert jobs.claim(session, job_id, "new-owner") is not None
+
+    mapping = Mapping(
+        columns=dict(claimed.upload_headers),
+        customer=CustomerIdentifier.MOBILE,
+        coupon=CouponIdentifier.COUPON_CODE,
+    )
+    checker = RowChecker(mapping, claimed.created_at_ms, claimed.report_width)
+    raw = get_engine().raw_connection()
+    try:
+        conn = raw.driver_connection
+        conn.rollback()
+        prepare_connection(conn)
+        applier = ChunkApplier(
+            conn,
+            job_id=job_id,
+            org_id=org[0],
+            token="old-owner",
+            series=load_series(conn, series),
+            checker=checker,
+            customer_key="mobile",
+            lease_seconds=60,
+        )
+        row = checker.check(2, [str(SAMPLE_MS), "T1", "1", "C00000000"], None)
+        with pytest.raises(LeaseLost):
+            applier.apply([row], end_offset=10, next_record=3)
+    finally:
+        raw.close()
+    after = job_row(job_id)
+    assert after["rows_processed"] == 0
+    assert after["bytes_processed"] == 0
+    with transaction() as session:
+        count = session.execute(
+            text("SELECT count(*) FROM redemptions WHERE job_id = :id"), {"id": job_id}
+        ).scalar_one()
+    assert count == 0
+
+
+def test_slices_hand_the_job_on_and_it_completes_exactly_once(
+    org: tuple[int, str], series: int, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(get_settings(), "chunk_rows", 1000)
+    job = make_job(org[0], series, 5_500, database_url)
+    results = []
+    for _ in range(20):
+        result = pipeline.run_slice(job, slice_seconds=0)
+        results.append(result)
+        if result is pipeline.SliceResult.DONE:
+            break
+        # Between slices the job is RUNNING with no lease: anyone may claim it.
+        row = job_row(job)
+        assert (row["status"], row["lease_owner"]) == ("RUNNING", None)
+    assert results == [pipeline.SliceResult.MORE] * 5 + [pipeline.SliceResult.DONE]
+    row = job_row(job)
+    assert row["status"] == "COMPLETED"
+    assert row["rows_succeeded"] == 5_500
+    with transaction() as session:
+        assert session.execute(
+            text("SELECT count(*), count(DISTINCT row_number) FROM redemptions WHERE job_id = :j"),
+            {"j": job},
+        ).one() == (5_500, 5_500)
+
+
+def test_the_sweeper_requeues_lost_jobs_and_fails_them_after_too_many_attempts(
+    org: tuple[int, str], series: int, database_url: str
+) -> None:
+    job = make_job(org[0], series, 1, database_url)
+    stale = get_settings().queued_requeue_seconds + 5
+    with transaction() as session:
+        session.execute(
+            text(
+                "UPDATE upload_jobs SET created_at = now() - make_interval(secs => :s), "
+                "enqueued_at = NULL WHERE id = :id"
+            ),
+            {"s": stale, "id": job},
+        )
+        assert job in jobs.sweep(session)
+        # Just enqueued again: not again at the next sweep.
+        assert job not in jobs.sweep(session)
+
+    with transaction() as session:
+        assert jobs.claim(session, job, "crashed-worker") is not None
+        session.execute(
+            text(
+                "UPDATE upload_jobs SET enqueued_at = now() - interval '10 s', "
+                "lease_expires_at = now() - interval '1 s' WHERE id = :id"
+            ),
+            {"id": job},
+        )
+        # A lease that lapsed since the last enqueue is swept at once.
+        assert job in jobs.sweep(session)
+
+    with transaction() as session:
+        session.execute(
+            text("UPDATE upload_jobs SET attempts = :n WHERE id = :id"),
+            {"n": get_settings().max_attempts, "id": job},
+        )
+        assert job not in jobs.sweep(session)
+    row = job_row(job)
+    assert row["status"] == "FAILED"
+    assert "lost" in str(row["failure_reason"])
+
+
+def test_a_job_whose_file_is_gone_fails_with_a_reason(
+    org: tuple[int, str], series: int, database_url: str
+) -> None:
+    job = make_job(org[0], series, 1, database_url)
+    get_storage().delete(str(job_row(job)["storage_key"]))
+    assert pipeline.run_slice(job) is pipeline.SliceResult.DONE
+    row = job_row(job)
+    assert row["status"] == "FAILED"
+    assert "no longer stored" in str(row["failure_reason"])
