@@ -200,6 +200,7 @@ class ClaimedJob:
     encoding: str
     report_width: int
     storage_key: str
+    file_size: int
     bytes_processed: int
     next_record: int
     created_at_ms: int
@@ -224,7 +225,7 @@ _CLAIM = text(
       AND (lease_owner IS NULL OR attempts < :max_attempts)
     RETURNING id, org_id, series_id, customer_identifier, coupon_identifier, upload_headers,
         delimiter, has_header, encoding, cardinality(report_header) AS report_width,
-        storage_key, bytes_processed, next_record,
+        storage_key, file_size, bytes_processed, next_record,
         (extract(epoch FROM created_at) * 1000)::bigint AS created_at_ms, dry_run, error_counts
     """
 )

@@ -10,13 +10,16 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Generator
+from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, BinaryIO
 
 from core import jobs
 from core.apply import ChunkApplier, LeaseLost, load_series, prepare_connection
 from core.csvstream import read_records, sniff_encoding
 from core.db import get_engine, transaction
+from core.prefetch import prefetched
 from core.rows import Candidate, CouponIdentifier, CustomerIdentifier, Failure, Mapping, RowChecker
 from core.settings import get_settings
 from core.storage import get_storage
@@ -81,46 +84,22 @@ def _process(job: jobs.ClaimedJob, token: str, deadline: float) -> SliceResult:
             customer_key=mapping.customer.key,
             lease_seconds=settings.lease_seconds,
         )
-        with get_storage().open(job.storage_key, job.bytes_processed) as stream:
-            offset = job.bytes_processed
-            if offset == 0:
-                _, offset = sniff_encoding(stream.read(4))
-                stream.seek(offset)
-            # The header is the first non-blank record; it is behind us once we have moved on.
-            header_pending = job.has_header and job.next_record == 1
-            chunk: list[Candidate | Failure] = []
-            records = read_records(
-                stream,
-                encoding=job.encoding,
-                delimiter=job.delimiter,
-                offset=offset,
-                first_number=job.next_record,
-            )
-            last_number, last_offset = job.next_record - 1, offset
-            for record in records:
-                last_number, last_offset = record.number, record.end_offset
-                if record.is_blank:
-                    continue
-                if header_pending:
-                    header_pending = False
-                    continue
-                chunk.append(checker.check(record.number, record.cells, record.damage))
-                if len(chunk) >= settings.chunk_rows:
-                    outcome = applier.apply(
-                        chunk, end_offset=record.end_offset, next_record=record.number + 1
-                    )
-                    chunk = []
-                    if outcome.cancelled:
-                        return SliceResult.DONE
-                    if time.monotonic() >= deadline:
-                        with transaction() as session:
-                            if not jobs.hand_off(session, job.id, token):
-                                raise LeaseLost(job.id)
-                        return SliceResult.MORE
-            if chunk:
-                outcome = applier.apply(chunk, end_offset=last_offset, next_record=last_number + 1)
+        with (
+            get_storage().open(job.storage_key, job.bytes_processed) as stream,
+            prefetched(_chunks(stream, job, checker, settings.chunk_rows)) as chunks,
+        ):
+            for chunk in chunks:
+                outcome = applier.apply(
+                    chunk.items, end_offset=chunk.end_offset, next_record=chunk.next_record
+                )
                 if outcome.cancelled:
                     return SliceResult.DONE
+                # Hand the rest on, unless there is no rest.
+                if time.monotonic() >= deadline and chunk.end_offset < job.file_size:
+                    with transaction() as session:
+                        if not jobs.hand_off(session, job.id, token):
+                            raise LeaseLost(job.id)
+                    return SliceResult.MORE
         with transaction() as session:
             status = jobs.finish(session, job.id, token)
         if status is None:
@@ -129,3 +108,45 @@ def _process(job: jobs.ClaimedJob, token: str, deadline: float) -> SliceResult:
         return SliceResult.DONE
     finally:
         raw_conn.close()
+
+
+@dataclass(slots=True)
+class Chunk:
+    items: list[Candidate | Failure]
+    end_offset: int  # the checkpoint once this chunk commits
+    next_record: int
+
+
+def _chunks(
+    stream: BinaryIO, job: jobs.ClaimedJob, checker: RowChecker, size: int
+) -> Generator[Chunk, None, None]:
+    """The job's rows from its checkpoint on, checked, `size` data records at a time."""
+    offset = job.bytes_processed
+    if offset == 0:
+        _, offset = sniff_encoding(stream.read(4))
+        stream.seek(offset)
+    # The header is the first non-blank record; it is behind us once we have moved on.
+    header_pending = job.has_header and job.next_record == 1
+    check = checker.check
+    items: list[Candidate | Failure] = []
+    last_number, last_offset = job.next_record - 1, offset
+    records = read_records(
+        stream,
+        encoding=job.encoding,
+        delimiter=job.delimiter,
+        offset=offset,
+        first_number=job.next_record,
+    )
+    for record in records:
+        last_number, last_offset = record.number, record.end_offset
+        if record.is_blank:
+            continue
+        if header_pending:
+            header_pending = False
+            continue
+        items.append(check(record.number, record.cells, record.damage))
+        if len(items) >= size:
+            yield Chunk(items, record.end_offset, record.number + 1)
+            items = []
+    if items:
+        yield Chunk(items, last_offset, last_number + 1)
