@@ -258,20 +258,24 @@ class ChunkApplier:
             # come after the locks, in new statements, so they see what racing jobs committed.
             if series.max_per_customer is not None:
                 cur.execute("SELECT 1 FROM coupon_series WHERE id = %s FOR UPDATE", (series.id,))
+            # NO KEY UPDATE: enough to exclude other jobs, and it lets the foreign-key checks
+            # of concurrent inserts (KEY SHARE) through.
             cur.execute(
                 """
                 SELECT id FROM coupons
-                WHERE id IN (SELECT resolved_coupon_id FROM br_stage) ORDER BY id FOR UPDATE
+                WHERE id IN (SELECT resolved_coupon_id FROM br_stage)
+                ORDER BY id FOR NO KEY UPDATE
                 """
             )
             cur.execute(
                 """
                 SELECT s.row_number, s.customer_id, k.id, k.issued_to_customer_id,
                     (extract(epoch FROM k.expires_at) * 1000)::bigint,
-                    k.revoked_at IS NOT NULL, k.redemption_count,
+                    k.revoked_at IS NOT NULL, coalesce(n.redemption_count, 0),
                     dup.hit IS NOT NULL, same.hit IS NOT NULL
                 FROM br_stage s
                 LEFT JOIN coupons k ON k.id = s.resolved_coupon_id
+                LEFT JOIN coupon_counters n ON n.coupon_id = k.id
                 -- LATERAL ... LIMIT 1 keeps these as index probes per row: as plain EXISTS
                 -- the planner may hash the whole redemptions table instead.
                 LEFT JOIN LATERAL (
@@ -325,10 +329,12 @@ class ChunkApplier:
                 )
                 cur.execute(
                     """
-                    UPDATE coupons k SET redemption_count = k.redemption_count + o.n
-                    FROM (SELECT coupon_id, count(*) AS n FROM br_out GROUP BY coupon_id) o
-                    WHERE k.id = o.coupon_id
-                    """
+                    INSERT INTO coupon_counters AS c (coupon_id, org_id, redemption_count)
+                    SELECT coupon_id, %(org)s, count(*) FROM br_out GROUP BY coupon_id
+                    ON CONFLICT (coupon_id)
+                    DO UPDATE SET redemption_count = c.redemption_count + excluded.redemption_count
+                    """,
+                    {"org": self.org_id},
                 )
         return failures
 

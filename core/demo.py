@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from core import keys
 from core.db import set_org
-from core.models import Coupon, CouponSeries, Customer, Org, Redemption
+from core.models import Coupon, CouponCounter, CouponSeries, Customer, Org, Redemption
 
 ORG_NAME = "demo"
 SERIES_NAME = "demo"
@@ -65,8 +65,7 @@ def seed_demo(session: Session) -> DemoData:
 
     demo_coupons = [by_id.id, by_code.id]
     session.execute(delete(Redemption).where(Redemption.coupon_id.in_(demo_coupons)))
-    by_id.redemption_count = 0
-    by_code.redemption_count = 0
+    session.execute(delete(CouponCounter).where(CouponCounter.coupon_id.in_(demo_coupons)))
     session.flush()
     return DemoData(
         org_id=org.id,

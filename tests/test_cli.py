@@ -12,7 +12,7 @@ from typer.testing import CliRunner, Result
 from cli.main import app
 from core import demo, keys
 from core.db import new_session, transaction
-from core.models import Coupon, CouponSeries, Customer, Org, Redemption
+from core.models import Coupon, CouponCounter, CouponSeries, Customer, Org, Redemption
 from core.settings import get_settings
 
 runner = CliRunner()
@@ -190,7 +190,9 @@ def test_demo_seed_gives_the_samples_their_coupons_back(database_url: str) -> No
                 till_id="50015497",
             )
         )
-        session.get_one(Coupon, seeded.coupon_id).redemption_count = 1
+        session.add(
+            CouponCounter(coupon_id=seeded.coupon_id, org_id=seeded.org_id, redemption_count=1)
+        )
 
     with transaction() as session:
         demo.seed_demo(session)

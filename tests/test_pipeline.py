@@ -45,9 +45,12 @@ def counters_mismatch(org_id: int) -> list[tuple[int, int, int]]:
         rows = session.execute(
             text(
                 """
-                SELECT k.id, k.redemption_count, count(r.id)
-                FROM coupons k LEFT JOIN redemptions r ON r.coupon_id = k.id
-                WHERE k.org_id = :org GROUP BY k.id HAVING k.redemption_count <> count(r.id)
+                SELECT k.id, coalesce(max(n.redemption_count), 0), count(r.id)
+                FROM coupons k
+                LEFT JOIN coupon_counters n ON n.coupon_id = k.id
+                LEFT JOIN redemptions r ON r.coupon_id = k.id
+                WHERE k.org_id = :org GROUP BY k.id
+                HAVING coalesce(max(n.redemption_count), 0) <> count(r.id)
                 """
             ),
             {"org": org_id},

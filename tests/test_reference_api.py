@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text
 
 from core import keys
 from core.db import transaction
@@ -69,9 +69,12 @@ def record_redemption(
             )
         )
         session.execute(
-            update(Coupon)
-            .where(Coupon.id == coupon_id)
-            .values(redemption_count=Coupon.redemption_count + 1)
+            text(
+                "INSERT INTO coupon_counters AS c (coupon_id, org_id, redemption_count) "
+                "VALUES (:coupon, :org, 1) ON CONFLICT (coupon_id) "
+                "DO UPDATE SET redemption_count = c.redemption_count + 1"
+            ),
+            {"coupon": coupon_id, "org": org_id},
         )
 
 

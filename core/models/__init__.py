@@ -1,6 +1,6 @@
 from core.models.base import Base
 from core.models.jobs import JOB_STATUSES, JobRowError, UploadJob
-from core.models.reference import Coupon, CouponSeries, Customer, Redemption
+from core.models.reference import Coupon, CouponCounter, CouponSeries, Customer, Redemption
 from core.models.tenancy import ApiKey, Org
 
 __all__ = [
@@ -8,6 +8,7 @@ __all__ = [
     "ApiKey",
     "Base",
     "Coupon",
+    "CouponCounter",
     "CouponSeries",
     "Customer",
     "JobRowError",

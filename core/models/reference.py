@@ -16,10 +16,12 @@ from sqlalchemy import (
     Integer,
     Text,
     UniqueConstraint,
+    func,
+    select,
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, column_property, mapped_column
 
 from core.models.base import Base, created_at_column, org_fk
 
@@ -71,13 +73,31 @@ class CouponSeries(Base):
     created_at: Mapped[datetime] = created_at_column()
 
 
+class CouponCounter(Base):
+    """How often a coupon was redeemed, kept apart from the wide, many-indexed coupons row.
+
+    Updating a counter on `coupons` rewrote the row and all its index entries (~10 ms per 1,000
+    rows); this narrow table with one index takes an upsert at a fifth of that. A row exists
+    once a coupon is first redeemed; it changes only in the transaction that inserts the
+    redemptions and holds the coupon's row lock. No foreign key, deliberately: its check cost
+    more than the upsert, and the coupon is locked (so it exists) whenever a row is written.
+    """
+
+    __tablename__ = "coupon_counters"
+    __table_args__ = (
+        CheckConstraint("redemption_count >= 0", name="redemption_count_non_negative"),
+    )
+
+    coupon_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    org_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    redemption_count: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
 class Coupon(Base):
     __tablename__ = "coupons"
     __table_args__ = (
         UniqueConstraint("series_id", "code"),
         UniqueConstraint("id", "series_id", "org_id"),  # the target of redemptions' key
-        CheckConstraint("redemption_count >= 0", name="redemption_count_non_negative"),
-        Index("ix_coupons_org_id_code", "org_id", "code"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
@@ -91,9 +111,13 @@ class Coupon(Base):
     )
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # Kept in step with the redemptions table in the same transaction that inserts them.
-    redemption_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     created_at: Mapped[datetime] = created_at_column()
+    # Read-only here (0 before the first redemption); written only by the chunk upsert.
+    redemption_count: Mapped[int] = column_property(
+        select(func.coalesce(func.max(CouponCounter.redemption_count), 0))
+        .where(CouponCounter.coupon_id == id)
+        .scalar_subquery()
+    )
 
 
 class Redemption(Base):
