@@ -80,17 +80,6 @@ CREATE TEMP TABLE IF NOT EXISTS br_stage (
     till_id text NOT NULL,
     bill_id text NOT NULL,
     bill_number text NOT NULL,
-    customer_id bigint,
-    resolved_coupon_id bigint
-) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS br_out (
-    coupon_id bigint NOT NULL,
-    customer_id bigint NOT NULL,
-    row_number bigint NOT NULL,
-    redeemed_ms bigint NOT NULL,
-    till_id text NOT NULL,
-    bill_id text NOT NULL,
-    bill_number text NOT NULL,
     details text
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS br_err (
@@ -133,26 +122,54 @@ class ChunkApplier:
         # The customers column matched when a row has no userId (USER_ID jobs never need it).
         self.customer_key = customer_key
         self.customer_column = CUSTOMER_COLUMNS.get(customer_key)
-        self._resolve_sql = self._build_resolve_sql()
+        self._facts_sql = self._build_facts_sql()
 
-    def _build_resolve_sql(self) -> str:
-        by_key = "NULL::bigint"
+    def _build_facts_sql(self) -> str:
+        """Each staged row with its customer, coupon, counter and the redemptions it meets.
+
+        Customer and coupon are resolved by LATERAL probes of their unique indexes: a non-empty
+        userId / couponId decides alone, else the job's identifier column. LATERAL ... LIMIT 1
+        keeps the redemption look-ups as index probes too (as EXISTS, the planner was seen
+        hashing the whole redemptions table).
+        """
+        by_key = ""
         if self.customer_column is not None:
-            by_key = f"""(SELECT c.id FROM customers c
-                    WHERE c.org_id = %(org)s AND c.{self.customer_column} = s.customer_key)"""
+            by_key = f"""
+                    UNION ALL
+                    SELECT c.id FROM customers c
+                    WHERE s.user_id IS NULL AND c.org_id = %(org)s
+                      AND c.{self.customer_column} = s.customer_key"""
         return f"""
-            UPDATE br_stage s SET
-                customer_id = CASE WHEN s.user_id IS NOT NULL
-                    THEN (SELECT c.id FROM customers c
-                          WHERE c.id = s.user_id AND c.org_id = %(org)s)
-                    ELSE {by_key} END,
-                resolved_coupon_id = CASE WHEN s.coupon_id IS NOT NULL
-                    THEN (SELECT k.id FROM coupons k
-                          WHERE k.id = s.coupon_id AND k.series_id = %(series)s
-                            AND k.org_id = %(org)s)
-                    ELSE (SELECT k.id FROM coupons k
-                          WHERE k.series_id = %(series)s AND k.code = s.coupon_code)
-                    END
+            SELECT s.row_number, cu.id, k.id, k.issued_to_customer_id,
+                (extract(epoch FROM k.expires_at) * 1000)::bigint,
+                k.revoked_at IS NOT NULL, coalesce(n.redemption_count, 0),
+                dup.hit IS NOT NULL, same.hit IS NOT NULL
+            FROM br_stage s
+            LEFT JOIN LATERAL (
+                SELECT c.id FROM customers c
+                WHERE s.user_id IS NOT NULL AND c.id = s.user_id AND c.org_id = %(org)s{by_key}
+            ) cu ON true
+            LEFT JOIN LATERAL (
+                SELECT k.* FROM coupons k
+                WHERE s.coupon_id IS NOT NULL AND k.id = s.coupon_id
+                  AND k.series_id = %(series)s
+                UNION ALL
+                SELECT k.* FROM coupons k
+                WHERE s.coupon_id IS NULL AND k.series_id = %(series)s AND k.code = s.coupon_code
+            ) k ON true
+            LEFT JOIN coupon_counters n ON n.coupon_id = k.id
+            LEFT JOIN LATERAL (
+                SELECT true AS hit FROM redemptions r
+                WHERE r.coupon_id = k.id AND r.redeemed_ms = s.redeemed_ms
+                  AND r.till_id = s.till_id AND r.bill_id = s.bill_id
+                  AND r.bill_number = s.bill_number
+                LIMIT 1
+            ) dup ON true
+            LEFT JOIN LATERAL (
+                SELECT true AS hit FROM redemptions r
+                WHERE NOT %(same_user_ok)s AND r.coupon_id = k.id AND r.customer_id = cu.id
+                LIMIT 1
+            ) same ON true
         """
 
     def apply(
@@ -233,10 +250,16 @@ class ChunkApplier:
     def _apply_candidates(self, candidates: list[Candidate]) -> list[Failure]:
         conn = self.conn
         series = self.series
+        params: dict[str, object] = {
+            "org": self.org_id,
+            "series": series.id,
+            "job": self.job_id,
+            "same_user_ok": series.same_user_multiple_redeem,
+        }
         with conn.cursor() as cur:
             with cur.copy(
                 "COPY br_stage (row_number, user_id, customer_key, coupon_id, coupon_code,"
-                " redeemed_ms, till_id, bill_id, bill_number) FROM STDIN"
+                " redeemed_ms, till_id, bill_id, bill_number, details) FROM STDIN"
             ) as copy:
                 for c in candidates:
                     copy.write_row(
@@ -250,9 +273,9 @@ class ChunkApplier:
                             c.till_id,
                             c.bill_id,
                             c.bill_number,
+                            c.details,
                         )
                     )
-            cur.execute(self._resolve_sql, {"org": self.org_id, "series": series.id})
 
             # Lock order everywhere: job row, then series, then coupons by id. The reads below
             # come after the locks, in new statements, so they see what racing jobs committed.
@@ -262,79 +285,63 @@ class ChunkApplier:
             # of concurrent inserts (KEY SHARE) through.
             cur.execute(
                 """
-                SELECT id FROM coupons
-                WHERE id IN (SELECT resolved_coupon_id FROM br_stage)
-                ORDER BY id FOR NO KEY UPDATE
-                """
-            )
-            cur.execute(
-                """
-                SELECT s.row_number, s.customer_id, k.id, k.issued_to_customer_id,
-                    (extract(epoch FROM k.expires_at) * 1000)::bigint,
-                    k.revoked_at IS NOT NULL, coalesce(n.redemption_count, 0),
-                    dup.hit IS NOT NULL, same.hit IS NOT NULL
-                FROM br_stage s
-                LEFT JOIN coupons k ON k.id = s.resolved_coupon_id
-                LEFT JOIN coupon_counters n ON n.coupon_id = k.id
-                -- LATERAL ... LIMIT 1 keeps these as index probes per row: as plain EXISTS
-                -- the planner may hash the whole redemptions table instead.
-                LEFT JOIN LATERAL (
-                    SELECT true AS hit FROM redemptions r
-                    WHERE r.coupon_id = k.id AND r.redeemed_ms = s.redeemed_ms
-                      AND r.till_id = s.till_id AND r.bill_id = s.bill_id
-                      AND r.bill_number = s.bill_number
-                    LIMIT 1
-                ) dup ON true
-                LEFT JOIN LATERAL (
-                    SELECT true AS hit FROM redemptions r
-                    WHERE NOT %(same_user_ok)s
-                      AND r.coupon_id = k.id AND r.customer_id = s.customer_id
-                    LIMIT 1
-                ) same ON true
+                SELECT k.id FROM coupons k
+                WHERE k.series_id = %(series)s AND k.id IN (
+                    SELECT s.coupon_id FROM br_stage s WHERE s.coupon_id IS NOT NULL
+                    UNION ALL
+                    SELECT k2.id FROM br_stage s
+                    JOIN coupons k2 ON k2.series_id = %(series)s AND k2.code = s.coupon_code
+                    WHERE s.coupon_id IS NULL
+                )
+                ORDER BY k.id FOR NO KEY UPDATE
                 """,
-                {"same_user_ok": series.same_user_multiple_redeem},
+                params,
             )
+            cur.execute(self._facts_sql, params)
             facts = {row[0]: row for row in cur.fetchall()}
             customer_counts: dict[int, int] = {}
             if series.max_per_customer is not None:
+                customers = list({row[1] for row in facts.values() if row[1] is not None})
                 cur.execute(
                     """
                     SELECT customer_id, count(*) FROM redemptions
-                    WHERE series_id = %s
-                      AND customer_id IN (SELECT customer_id FROM br_stage)
+                    WHERE series_id = %s AND customer_id = ANY(%s)
                     GROUP BY customer_id
                     """,
-                    (series.id,),
+                    (series.id, customers),
                 )
                 customer_counts = dict(cur.fetchall())
 
             failures, accepted = self._decide(candidates, facts, customer_counts)
 
             if accepted:
-                with cur.copy(
-                    "COPY br_out (coupon_id, customer_id, row_number, redeemed_ms, till_id,"
-                    " bill_id, bill_number, details) FROM STDIN"
-                ) as copy:
-                    for row in accepted:
-                        copy.write_row(row)
+                # Only the decisions travel back: the rows themselves are staged already.
+                params["rows"] = [row for row, _, _ in accepted]
+                params["coupons"] = [coupon for _, coupon, _ in accepted]
+                params["customers"] = [customer for _, _, customer in accepted]
                 cur.execute(
                     """
                     INSERT INTO redemptions (org_id, series_id, coupon_id, customer_id, job_id,
                         row_number, redeemed_ms, till_id, bill_id, bill_number, details)
-                    SELECT %(org)s, %(series)s, coupon_id, customer_id, %(job)s, row_number,
-                        redeemed_ms, till_id, bill_id, bill_number, details
-                    FROM br_out
+                    SELECT %(org)s, %(series)s, a.coupon_id, a.customer_id, %(job)s,
+                        s.row_number, s.redeemed_ms, s.till_id, s.bill_id, s.bill_number,
+                        s.details
+                    FROM unnest(%(rows)s::bigint[], %(coupons)s::bigint[],
+                                %(customers)s::bigint[]) AS a(row_number, coupon_id, customer_id)
+                    JOIN br_stage s ON s.row_number = a.row_number
+                    ORDER BY s.row_number
                     """,
-                    {"org": self.org_id, "series": series.id, "job": self.job_id},
+                    params,
                 )
                 cur.execute(
                     """
                     INSERT INTO coupon_counters AS c (coupon_id, org_id, redemption_count)
-                    SELECT coupon_id, %(org)s, count(*) FROM br_out GROUP BY coupon_id
+                    SELECT coupon_id, %(org)s, count(*)
+                    FROM unnest(%(coupons)s::bigint[]) AS a(coupon_id) GROUP BY coupon_id
                     ON CONFLICT (coupon_id)
                     DO UPDATE SET redemption_count = c.redemption_count + excluded.redemption_count
                     """,
-                    {"org": self.org_id},
+                    params,
                 )
         return failures
 
@@ -343,12 +350,12 @@ class ChunkApplier:
         candidates: list[Candidate],
         facts: dict[int, tuple[Any, ...]],
         customer_counts: dict[int, int],
-    ) -> tuple[list[Failure], list[tuple[Any, ...]]]:
+    ) -> tuple[list[Failure], list[tuple[int, int, int]]]:
         """The checks that depend on the data, in precedence order and in file order."""
         series = self.series
         fail = self.checker.failure_of
         failures: list[Failure] = []
-        accepted: list[tuple[Any, ...]] = []
+        accepted: list[tuple[int, int, int]] = []  # (row number, coupon id, customer id)
         used: dict[int, int] = {}  # coupon id -> redemptions so far, this chunk included
         seen_keys: set[tuple[int, int, str, str, str]] = set()
         seen_pairs: set[tuple[int, int]] = set()
@@ -454,18 +461,7 @@ class ChunkApplier:
             used[coupon_id] = so_far + 1
             seen_keys.add(key)
             seen_pairs.add(pair)
-            accepted.append(
-                (
-                    coupon_id,
-                    customer_id,
-                    cand.row_number,
-                    ms,
-                    cand.till_id,
-                    cand.bill_id,
-                    cand.bill_number,
-                    cand.details,
-                )
-            )
+            accepted.append((cand.row_number, coupon_id, customer_id))
         return failures, accepted
 
     def _who(self, cand: Candidate) -> str:
