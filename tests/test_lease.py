@@ -5,45 +5,22 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from core import jobs, pipeline, uploads
+from core import jobs, pipeline
 from core.apply import ChunkApplier, LeaseLost, load_series, prepare_connection
 from core.db import get_engine, transaction
 from core.rows import CouponIdentifier, CustomerIdentifier, Mapping, RowChecker
 from core.settings import get_settings
 from core.storage import get_storage
-from tests.factories import SAMPLE_MS, bulk_customers_and_coupons, create_series
+from tests.factories import SAMPLE_MS, bulk_customers_and_coupons, create_job, create_series
 
 
 def make_job(org_id: int, series_id: int, rows: int, database_url: str) -> int:
-    """A job over `rows` good rows, made in core and never enqueued (tests drive it)."""
+    """A job over `rows` good rows, never enqueued (the tests drive it)."""
     base = 4_000_000_000 + org_id * 100_000
     if rows:
         bulk_customers_and_coupons(database_url, org_id, series_id, rows, mobile_base=base)
-    sink = uploads.FileSink(get_storage(), org_id)
-    sink.write(b"date,till,mobile,code\n")
-    for i in range(rows):
-        sink.write(f"{SAMPLE_MS + i},T1,{base + i},C{i:08d}\n".encode())
-    form = uploads.UploadForm(
-        fields={
-            "customerIdentifier": "MOBILE",
-            "couponIdentifier": "COUPON_CODE",
-            "uploadHeaders": '{"redeemedDateInMillis":0,"redeemedAt":1,"mobile":2,"couponCode":3}',
-        },
-        file_name="lease.csv",
-    )
-    plan = uploads.judge(form, sink)
-    sink.commit()
-    with transaction(org_id) as session:
-        return uploads.create_job(
-            session,
-            org_id=org_id,
-            series_id=series_id,
-            plan=plan,
-            sink=sink,
-            file_name="lease.csv",
-            idempotency_key=None,
-            request_fingerprint=None,
-        ).id
+    lines = (f"{SAMPLE_MS + i},T1,{base + i},C{i:08d}" for i in range(rows))
+    return create_job(org_id, series_id, ["date,till,mobile,code", *lines])
 
 
 def job_row(job_id: int) -> dict[str, object]:
