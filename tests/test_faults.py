@@ -365,3 +365,34 @@ def test_two_jobs_racing_for_the_same_single_use_coupons_redeem_each_once(
     assert per_coupon == []
     assert set(codes) <= {711}
     assert tuple(counters) == (coupons, 1, 1)
+
+
+def test_a_small_upload_starts_within_seconds_while_a_long_job_runs_on_one_worker(
+    tmp_path: Path, org: tuple[int, str], database_url: str
+) -> None:
+    from core import keys
+
+    rig = Rig(tmp_path, BULKREDEEM_SLICE_SECONDS="1", BULKREDEEM_CHUNK_ROWS="5000")
+    try:
+        big_org = org[0]
+        big_series = create_series(big_org)
+        big, bad = good_and_bad_file(big_org, big_series, 150_000, database_url)
+        with transaction() as session:
+            other, _ = keys.create_org(session, f"small-{uuid.uuid4().hex[:8]}")
+            small_org = other.id
+        small_series = create_series(small_org)
+        small = create_job(small_org, small_series, ["date,till,mobile,code", f"{SAMPLE_MS},T,1,X"])
+
+        rig.worker("only")
+        rig.enqueue(big)
+        wait_until(lambda: job(big)["rows_processed"] > 0, 60, "the long job to start")
+        rig.enqueue(small)
+        queued_at = time.monotonic()
+        wait_until(lambda: job(small)["status"] in TERMINAL, 30, "the small job to end")
+        waited = time.monotonic() - queued_at
+        assert job(big)["status"] == "RUNNING"  # the long job was not finished first
+        assert waited < 10, waited
+        wait_for_end(big)
+        assert_exactly_once(big_org, big, 150_000, bad)
+    finally:
+        rig.close()
