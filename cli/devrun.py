@@ -147,6 +147,11 @@ class DevRunner:
         if not os.environ.get("DATABASE_URL"):
             self._say(f"DATABASE_URL is unset: starting the embedded Postgres in {self._pg_dir}")
             os.environ["DATABASE_URL"] = devservices.ensure_postgres(self.data_dir)
+        if not os.environ.get("DATABASE_ADMIN_URL"):
+            # One URL given: it is the owner's (it migrates); the service gets its own role.
+            os.environ["DATABASE_ADMIN_URL"] = os.environ["DATABASE_URL"]
+            get_settings.cache_clear()
+            os.environ["DATABASE_URL"] = db.app_url_from(os.environ["DATABASE_ADMIN_URL"])
         if not os.environ.get("REDIS_URL"):
             self._say(f"REDIS_URL is unset: starting the embedded Redis in {self._redis_dir}")
             os.environ["REDIS_URL"] = devservices.ensure_redis(self.data_dir)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
@@ -14,6 +15,7 @@ from core.settings import get_settings
 _engine: Engine | None = None
 _engine_pid: int | None = None
 _sessionmaker: sessionmaker[Session] | None = None
+_admin: tuple[int, sessionmaker[Session]] | None = None
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -22,6 +24,17 @@ def sqlalchemy_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     return url
+
+
+def app_url_from(owner_url: str) -> str:
+    """The owner's URL with the service's own role (and its password, if any) as the user."""
+    settings = get_settings()
+    parts = urlsplit(owner_url)
+    user = quote(settings.app_db_role, safe="")
+    if settings.app_db_password:
+        user += ":" + quote(settings.app_db_password, safe="")
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}@{host}"))
 
 
 def get_engine() -> Engine:
@@ -45,11 +58,15 @@ def get_engine() -> Engine:
 
 
 def dispose_engine() -> None:
-    global _engine, _sessionmaker
+    global _engine, _sessionmaker, _admin
     if _engine is not None:
         _engine.dispose()
+    if _admin is not None:
+        engine = _admin[1].kw["bind"]
+        engine.dispose()
     _engine = None
     _sessionmaker = None
+    _admin = None
 
 
 def new_session() -> Session:
@@ -71,6 +88,27 @@ def transaction(org_id: int | None = None) -> Iterator[Session]:
         with session.begin():
             if org_id is not None:
                 set_org(session, org_id)
+            yield session
+    finally:
+        session.close()
+
+
+@contextmanager
+def admin_transaction() -> Iterator[Session]:
+    """A transaction as the owner role (DATABASE_ADMIN_URL, else DATABASE_URL), which sees
+    every org: for the command line and administration, never for serving requests."""
+    global _admin
+    if _admin is None or _admin[0] != os.getpid():
+        settings = get_settings()
+        engine = create_engine(
+            sqlalchemy_url(settings.database_admin_url or settings.database_url),
+            pool_pre_ping=True,
+            pool_size=2,
+        )
+        _admin = (os.getpid(), sessionmaker(engine, expire_on_commit=False))
+    session = _admin[1]()
+    try:
+        with session.begin():
             yield session
     finally:
         session.close()

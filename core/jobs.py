@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Row, select, text
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from core.codes import error_name
@@ -231,8 +231,17 @@ _CLAIM = text(
 )
 
 
+def org_of(session: Session, job_id: int) -> int | None:
+    """The org a job belongs to: all a worker knows from its message is the job id."""
+    org_id = session.execute(text("SELECT br_job_org(:id)"), {"id": job_id}).scalar_one()
+    return None if org_id is None else int(org_id)
+
+
 def claim(session: Session, job_id: int, token: str) -> ClaimedJob | None:
-    """Take the job's lease, if nobody holds a live one; None when the job is not ours to run."""
+    """Take the job's lease, if nobody holds a live one; None when the job is not ours to run.
+
+    The session must be scoped to the job's org (`org_of`, then `set_org`).
+    """
     settings = get_settings()
     row = session.execute(
         _CLAIM,
@@ -345,43 +354,12 @@ def fail(session: Session, job_id: int, reason: str, token: str | None = None) -
 def sweep(session: Session) -> list[int]:
     """Jobs to enqueue again: queued and untaken, handed off and untaken, or lease expired.
 
-    A job whose lease expired once too often fails instead, with its reason.
+    A job whose lease expired once too often fails instead, with its reason. This looks across
+    orgs, so it runs as a function of the owner's (row-level security hides the rest).
     """
     settings = get_settings()
-    session.execute(
-        text(
-            """
-            UPDATE upload_jobs SET status = 'FAILED', finished_at = now(), updated_at = now(),
-                failure_reason = 'the job was lost ' || attempts || ' times (worker crashed, '
-                    || 'timed out or failed); giving up'
-                    || coalesce('. Last error: ' || failure_reason, ''),
-                lease_owner = NULL, lease_expires_at = NULL
-            WHERE status = 'RUNNING' AND lease_expires_at < now() AND attempts >= :max_attempts
-            """
-        ),
-        {"max_attempts": settings.max_attempts},
-    )
-    rows: list[Row[Any]] = list(
-        session.execute(
-            text(
-                """
-                UPDATE upload_jobs SET enqueued_at = now()
-                WHERE id IN (
-                    SELECT id FROM upload_jobs
-                    WHERE status IN ('QUEUED', 'RUNNING')
-                      AND (lease_expires_at IS NULL OR lease_expires_at < now())
-                      AND (
-                        coalesce(enqueued_at, created_at) < now() - make_interval(secs => :stale)
-                        -- a lease that expired since the last enqueue: at once, not in a while
-                        OR coalesce(enqueued_at, created_at) < lease_expires_at
-                      )
-                    ORDER BY id
-                    FOR UPDATE SKIP LOCKED
-                )
-                RETURNING id
-                """
-            ),
-            {"stale": settings.queued_requeue_seconds},
-        )
-    )
-    return [row.id for row in rows]
+    rows = session.execute(
+        text("SELECT br_sweep(:max_attempts, :stale) AS id"),
+        {"max_attempts": settings.max_attempts, "stale": settings.queued_requeue_seconds},
+    ).all()
+    return sorted(row.id for row in rows)

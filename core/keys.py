@@ -8,12 +8,14 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import text, update
 from sqlalchemy.orm import Session
 
+from core.db import set_org
 from core.models import ApiKey, Org
 
 KEY_PREFIX = "br_"
+PREFIX_CHARS = 7  # random characters shown after "br_": enough to tell keys apart
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
@@ -31,7 +33,7 @@ class IssuedKey:
 
 def create_key(session: Session, org_id: int, label: str | None = None) -> IssuedKey:
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    prefix = key[:10]
+    prefix = key[: len(KEY_PREFIX) + PREFIX_CHARS]
     row = ApiKey(org_id=org_id, prefix=prefix, key_hash=hash_key(key), label=label)
     session.add(row)
     session.flush()
@@ -50,16 +52,22 @@ def authenticate(session: Session, key: str) -> int | None:
     if not key:
         return None
     digest = hash_key(key)
-    row = session.execute(
-        select(ApiKey).where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))
-    ).scalar_one_or_none()
-    # The lookup is by hash; compare again in constant time so timing says nothing either way.
-    if row is None or not hmac.compare_digest(row.key_hash, digest):
+    # Before we know the org, row-level security hides every key: finding keys by their
+    # visible prefix is the one thing the service may do across orgs, through a function of
+    # the owner's. The secret part is then checked by a constant-time comparison of hashes.
+    candidates = session.execute(
+        text("SELECT key_id, org_id, key_hash, last_used_at FROM br_key_lookup(:prefix)"),
+        {"prefix": key[: len(KEY_PREFIX) + PREFIX_CHARS]},
+    ).all()
+    row = next((c for c in candidates if hmac.compare_digest(c.key_hash, digest)), None)
+    if row is None:
         return None
+    org_id = int(row.org_id)
     now = datetime.now(UTC)
     if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
-        session.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
-    return row.org_id
+        set_org(session, org_id)
+        session.execute(update(ApiKey).where(ApiKey.id == row.key_id).values(last_used_at=now))
+    return org_id
 
 
 def revoke_key(session: Session, key_id: int) -> bool:

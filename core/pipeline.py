@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 from core import jobs
 from core.apply import ChunkApplier, LeaseLost, load_series, prepare_connection
 from core.csvstream import read_records, sniff_encoding
-from core.db import get_engine, transaction
+from core.db import get_engine, set_org, transaction
 from core.prefetch import prefetched
 from core.rows import Candidate, CouponIdentifier, CustomerIdentifier, Failure, Mapping, RowChecker
 from core.settings import get_settings
@@ -41,29 +41,33 @@ def run_slice(job_id: int, *, slice_seconds: float | None = None) -> SliceResult
     budget = settings.slice_seconds if slice_seconds is None else slice_seconds
     token = uuid.uuid4().hex
     with transaction() as session:
+        org_id = jobs.org_of(session, job_id)
+        if org_id is None:
+            return SliceResult.NOT_CLAIMED
+        set_org(session, org_id)
         job = jobs.claim(session, job_id, token)
     if job is None:
         return SliceResult.NOT_CLAIMED
     try:
-        with _heartbeat(job_id, token):
+        with _heartbeat(job_id, org_id, token):
             return _process(job, token, time.monotonic() + budget)
     except LeaseLost:
         log.warning("job %s: lease lost, stopping without committing", job_id)
         return SliceResult.LEASE_LOST
     except FileNotFoundError:
-        with transaction() as session:
+        with transaction(org_id) as session:
             jobs.fail(session, job_id, "the uploaded file is no longer stored", token)
         return SliceResult.DONE
     except Exception as exc:
         # Give the lease back at once so that the sweeper retries soon (attempts are counted).
         log.exception("job %s: slice failed", job_id)
-        with transaction() as session:
+        with transaction(org_id) as session:
             jobs.release(session, job_id, token, f"{type(exc).__name__}: {exc}")
         raise
 
 
 @contextmanager
-def _heartbeat(job_id: int, token: str) -> Iterator[None]:
+def _heartbeat(job_id: int, org_id: int, token: str) -> Iterator[None]:
     """Keep the lease alive from a thread of its own, so a short lease survives a slow chunk.
 
     A chunk also renews the lease when it commits; this covers the time between. While a
@@ -76,7 +80,7 @@ def _heartbeat(job_id: int, token: str) -> Iterator[None]:
     def beat() -> None:
         while not stop.wait(interval):
             try:
-                with transaction() as session:
+                with transaction(org_id) as session:
                     if not jobs.heartbeat(session, job_id, token):
                         return
             except Exception:  # the next beat, or the next chunk's fencing, will tell
@@ -104,8 +108,9 @@ def _process(job: jobs.ClaimedJob, token: str, deadline: float) -> SliceResult:
         conn: Any = raw_conn.driver_connection
         conn.rollback()
         prepare_connection(conn)
-        series = load_series(conn, job.series_id)
-        conn.commit()
+        with conn.transaction():
+            conn.execute("SELECT set_config('app.org_id', %s, true)", (str(job.org_id),))
+            series = load_series(conn, job.series_id)
         applier = ChunkApplier(
             conn,
             job_id=job.id,
@@ -128,11 +133,11 @@ def _process(job: jobs.ClaimedJob, token: str, deadline: float) -> SliceResult:
                     return SliceResult.DONE
                 # Hand the rest on, unless there is no rest.
                 if time.monotonic() >= deadline and chunk.end_offset < job.file_size:
-                    with transaction() as session:
+                    with transaction(job.org_id) as session:
                         if not jobs.hand_off(session, job.id, token):
                             raise LeaseLost(job.id)
                     return SliceResult.MORE
-        with transaction() as session:
+        with transaction(job.org_id) as session:
             status = jobs.finish(session, job.id, token)
         if status is None:
             raise LeaseLost(job.id)

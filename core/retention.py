@@ -19,25 +19,16 @@ def purge_old_files(batch: int = 500) -> int:
     purged = 0
     while True:
         with transaction() as session:
+            # Across orgs, so through the owner's functions (row-level security hides the rest).
             rows = session.execute(
-                text(
-                    """
-                    SELECT id, storage_key FROM upload_jobs
-                    WHERE file_deleted_at IS NULL
-                      AND status IN ('COMPLETED', 'COMPLETED_WITH_ERRORS', 'FAILED', 'CANCELLED')
-                      AND finished_at < now() - make_interval(days => :days)
-                    ORDER BY id LIMIT :batch
-                    FOR UPDATE SKIP LOCKED
-                    """
-                ),
+                text("SELECT job_id, storage_key FROM br_files_to_purge(:days, :batch)"),
                 {"days": settings.file_retention_days, "batch": batch},
             ).all()
             for row in rows:
                 storage.delete(row.storage_key)
             if rows:
                 session.execute(
-                    text("UPDATE upload_jobs SET file_deleted_at = now() WHERE id = ANY(:ids)"),
-                    {"ids": [row.id for row in rows]},
+                    text("SELECT br_files_purged(:ids)"), {"ids": [row.job_id for row in rows]}
                 )
         purged += len(rows)
         if len(rows) < batch:

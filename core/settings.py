@@ -30,6 +30,11 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("STORAGE_URL", "BULKREDEEM_STORAGE_URL"),
     )
 
+    # The role the service connects as (DATABASE_URL's user), made by the migrations: no
+    # superuser, no BYPASSRLS, owner of nothing. Its password, where the server wants one.
+    app_db_role: str = "bulkredeem_app"
+    app_db_password: str | None = None
+
     # The Celery queue the service's jobs travel on (tests use their own).
     queue_name: str = "bulkredeem"
 

@@ -31,6 +31,7 @@ def _plain(url: str) -> str:
 
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh, migrated database; the owner's URL (tests look behind the service's back)."""
     server = _plain(find_postgres())
     dbname = f"bulkredeem_test_{os.getpid()}"
     admin = _with_database(server, "postgres")
@@ -38,15 +39,21 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{dbname}"')
     url = _with_database(server, dbname)
+    # The service connects as its own role (made by the migrations), the tests as the owner.
+    from core.db import app_url_from
+    from core.settings import get_settings
+
+    get_settings.cache_clear()
+    app_url = app_url_from(url)
 
     redis_url = find_redis()
     storage = tmp_path_factory.mktemp("storage")
-    os.environ["DATABASE_URL"] = url
+    os.environ["DATABASE_ADMIN_URL"] = url
+    os.environ["DATABASE_URL"] = app_url
     os.environ["REDIS_URL"] = redis_url
     os.environ["STORAGE_URL"] = storage.as_uri()
     os.environ["BULKREDEEM_QUEUE_NAME"] = f"bulkredeem-test-{uuid.uuid4().hex[:8]}"
     from core import db, migrate
-    from core.settings import get_settings
 
     get_settings.cache_clear()
     db.dispose_engine()
@@ -61,9 +68,9 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def org(database_url: str) -> tuple[int, str]:
     """A fresh org and its API key: tests are isolated from each other by org."""
     from core import keys
-    from core.db import transaction
+    from core.db import admin_transaction
 
-    with transaction() as session:
+    with admin_transaction() as session:
         created, issued = keys.create_org(session, f"test-{uuid.uuid4().hex[:12]}")
         return created.id, issued.key
 

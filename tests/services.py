@@ -22,7 +22,8 @@ def _url_reachable(url: str) -> bool:
 
 def find_postgres() -> str:
     """A server URL (any database on it) reachable by a superuser or a role that may create DBs."""
-    url = os.environ.get("DATABASE_URL")
+    # The owner's URL when both are given: the tests create databases and migrate them.
+    url = os.environ.get("DATABASE_ADMIN_URL") or os.environ.get("DATABASE_URL")
     if url:
         return url
     if _reachable("127.0.0.1", 5432):

@@ -11,7 +11,7 @@ from typer.testing import CliRunner, Result
 
 from cli.main import app
 from core import demo, keys
-from core.db import new_session, transaction
+from core.db import admin_transaction
 from core.models import Coupon, CouponCounter, CouponSeries, Customer, Org, Redemption
 from core.settings import get_settings
 
@@ -29,7 +29,7 @@ def printed(result: Result, label: str) -> str:
 
 
 def authenticates_as(key: str) -> int | None:
-    with transaction() as session:
+    with admin_transaction() as session:
         return keys.authenticate(session, key)
 
 
@@ -126,7 +126,7 @@ def test_demo_seed_is_idempotent_and_holds_what_both_samples_redeem(database_url
     assert authenticates_as(printed(first, "API key")) == org_id
     assert authenticates_as(printed(second, "API key")) == org_id
 
-    with transaction() as session:
+    with admin_transaction() as session:
         assert session.execute(select(Org.id).where(Org.name == "demo")).scalars().all() == [org_id]
         series = session.execute(
             select(CouponSeries).where(CouponSeries.org_id == org_id)
@@ -158,27 +158,22 @@ def test_demo_seed_is_idempotent_and_holds_what_both_samples_redeem(database_url
 def test_ids_generated_after_the_demo_seed_do_not_collide(database_url: str) -> None:
     assert invoke("demo", "seed").exit_code == 0
 
-    session = new_session()
-    try:
-        with session.begin():
-            org_id = session.execute(select(Org.id).where(Org.name == "demo")).scalar_one()
-            series_id = session.execute(
-                select(CouponSeries.id).where(CouponSeries.org_id == org_id)
-            ).scalar_one()
-            customer = Customer(org_id=org_id, external_id=uuid.uuid4().hex)
-            coupon = Coupon(org_id=org_id, series_id=series_id, code=uuid.uuid4().hex)
-            session.add_all([customer, coupon])
-            session.flush()
-            assert customer.id > demo.CUSTOMER_ID
-            assert coupon.id > demo.COUPON_ID
-            session.rollback()
-    finally:
-        session.close()
+    with admin_transaction() as session:
+        org_id = session.execute(select(Org.id).where(Org.name == "demo")).scalar_one()
+        series_id = session.execute(
+            select(CouponSeries.id).where(CouponSeries.org_id == org_id)
+        ).scalar_one()
+        customer = Customer(org_id=org_id, external_id=uuid.uuid4().hex)
+        coupon = Coupon(org_id=org_id, series_id=series_id, code=uuid.uuid4().hex)
+        session.add_all([customer, coupon])
+        session.flush()
+        assert customer.id > demo.CUSTOMER_ID
+        assert coupon.id > demo.COUPON_ID
 
 
 def test_demo_seed_gives_the_samples_their_coupons_back(database_url: str) -> None:
     """A second `make run` must redeem the samples again, not report them as duplicates."""
-    with transaction() as session:
+    with admin_transaction() as session:
         seeded = demo.seed_demo(session)
         session.add(
             Redemption(
@@ -194,10 +189,10 @@ def test_demo_seed_gives_the_samples_their_coupons_back(database_url: str) -> No
             CouponCounter(coupon_id=seeded.coupon_id, org_id=seeded.org_id, redemption_count=1)
         )
 
-    with transaction() as session:
+    with admin_transaction() as session:
         demo.seed_demo(session)
 
-    with transaction() as session:
+    with admin_transaction() as session:
         coupon = session.get_one(Coupon, demo.COUPON_ID)
         assert coupon.redemption_count == 0
         assert (

@@ -14,7 +14,7 @@ import pytest
 from celery import Celery
 from sqlalchemy import text
 
-from core.db import transaction
+from core.db import admin_transaction, transaction
 from tests import processes
 from tests.factories import (
     SAMPLE_MS,
@@ -74,7 +74,7 @@ def rig(tmp_path: Path, database_url: str) -> Iterator[Rig]:
 
 
 def job(job_id: int) -> dict[str, Any]:
-    with transaction() as session:
+    with admin_transaction() as session:
         row = session.execute(text("SELECT * FROM upload_jobs WHERE id = :id"), {"id": job_id})
         return dict(row.one()._mapping)
 
@@ -377,7 +377,7 @@ def test_a_small_upload_starts_within_seconds_while_a_long_job_runs_on_one_worke
         big_org = org[0]
         big_series = create_series(big_org)
         big, bad = good_and_bad_file(big_org, big_series, 150_000, database_url)
-        with transaction() as session:
+        with admin_transaction() as session:
             other, _ = keys.create_org(session, f"small-{uuid.uuid4().hex[:8]}")
             small_org = other.id
         small_series = create_series(small_org)

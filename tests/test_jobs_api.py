@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from core import keys, uploads
-from core.db import transaction
+from core.db import admin_transaction, transaction
 from core.storage import get_storage
 from tests.factories import SAMPLE_MS, create_series, write_csv
 from tests.helpers import MOBILE_HEADERS, job_id_of, upload
@@ -46,7 +46,7 @@ def queued_job(org_id: int, series_id: int) -> int:
 
 
 def other_org() -> tuple[int, dict[str, str]]:
-    with transaction() as session:
+    with admin_transaction() as session:
         org, issued = keys.create_org(session, f"other-{uuid.uuid4().hex[:10]}")
         return org.id, {"Authorization": f"Bearer {issued.key}"}
 

@@ -7,7 +7,7 @@ from sqlalchemy import text
 
 from core import jobs, pipeline
 from core.apply import ChunkApplier, LeaseLost, load_series, prepare_connection
-from core.db import get_engine, transaction
+from core.db import admin_transaction, get_engine
 from core.rows import CouponIdentifier, CustomerIdentifier, Mapping, RowChecker
 from core.settings import get_settings
 from core.storage import get_storage
@@ -24,7 +24,7 @@ def make_job(org_id: int, series_id: int, rows: int, database_url: str) -> int:
 
 
 def job_row(job_id: int) -> dict[str, object]:
-    with transaction() as session:
+    with admin_transaction() as session:
         row = session.execute(
             text("SELECT * FROM upload_jobs WHERE id = :id"), {"id": job_id}
         ).one()
@@ -40,9 +40,9 @@ def test_a_held_lease_cannot_be_claimed_twice(
     org: tuple[int, str], series: int, database_url: str
 ) -> None:
     job = make_job(org[0], series, 1, database_url)
-    with transaction() as session:
+    with admin_transaction() as session:
         assert jobs.claim(session, job, "first") is not None
-    with transaction() as session:
+    with admin_transaction() as session:
         assert jobs.claim(session, job, "second") is None
     assert job_row(job)["lease_owner"] == "first"
 
@@ -51,11 +51,11 @@ def test_a_chunk_commits_only_under_the_lease_it_was_started_with(
     org: tuple[int, str], series: int, database_url: str
 ) -> None:
     job_id = make_job(org[0], series, 3, database_url)
-    with transaction() as session:
+    with admin_transaction() as session:
         claimed = jobs.claim(session, job_id, "old-owner")
     assert claimed is not None
     # The lease lapses and another worker takes the job over.
-    with transaction() as session:
+    with admin_transaction() as session:
         session.execute(
             text("UPDATE upload_jobs SET lease_expires_at = now() - interval '1 s' WHERE id = :id"),
             {"id": job_id},
@@ -73,12 +73,15 @@ def test_a_chunk_commits_only_under_the_lease_it_was_started_with(
         conn = raw.driver_connection
         conn.rollback()
         prepare_connection(conn)
+        with conn.transaction():
+            conn.execute("SELECT set_config('app.org_id', %s, true)", (str(org[0]),))
+            rules = load_series(conn, series)
         applier = ChunkApplier(
             conn,
             job_id=job_id,
             org_id=org[0],
             token="old-owner",
-            series=load_series(conn, series),
+            series=rules,
             checker=checker,
             customer_key="mobile",
             lease_seconds=60,
@@ -91,7 +94,7 @@ def test_a_chunk_commits_only_under_the_lease_it_was_started_with(
     after = job_row(job_id)
     assert after["rows_processed"] == 0
     assert after["bytes_processed"] == 0
-    with transaction() as session:
+    with admin_transaction() as session:
         count = session.execute(
             text("SELECT count(*) FROM redemptions WHERE job_id = :id"), {"id": job_id}
         ).scalar_one()
@@ -116,7 +119,7 @@ def test_slices_hand_the_job_on_and_it_completes_exactly_once(
     row = job_row(job)
     assert row["status"] == "COMPLETED"
     assert row["rows_succeeded"] == 5_500
-    with transaction() as session:
+    with admin_transaction() as session:
         assert session.execute(
             text("SELECT count(*), count(DISTINCT row_number) FROM redemptions WHERE job_id = :j"),
             {"j": job},
@@ -128,7 +131,7 @@ def test_the_sweeper_requeues_lost_jobs_and_fails_them_after_too_many_attempts(
 ) -> None:
     job = make_job(org[0], series, 1, database_url)
     stale = get_settings().queued_requeue_seconds + 5
-    with transaction() as session:
+    with admin_transaction() as session:
         session.execute(
             text(
                 "UPDATE upload_jobs SET created_at = now() - make_interval(secs => :s), "
@@ -140,7 +143,7 @@ def test_the_sweeper_requeues_lost_jobs_and_fails_them_after_too_many_attempts(
         # Just enqueued again: not again at the next sweep.
         assert job not in jobs.sweep(session)
 
-    with transaction() as session:
+    with admin_transaction() as session:
         assert jobs.claim(session, job, "crashed-worker") is not None
         session.execute(
             text(
@@ -152,7 +155,7 @@ def test_the_sweeper_requeues_lost_jobs_and_fails_them_after_too_many_attempts(
         # A lease that lapsed since the last enqueue is swept at once.
         assert job in jobs.sweep(session)
 
-    with transaction() as session:
+    with admin_transaction() as session:
         session.execute(
             text("UPDATE upload_jobs SET attempts = :n WHERE id = :id"),
             {"n": get_settings().max_attempts, "id": job},

@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from core.db import transaction
+from core.db import admin_transaction, transaction
 from tests.conftest import FIXTURES
 from tests.factories import (
     SAMPLE_MS,
@@ -61,7 +61,7 @@ def counters_mismatch(org_id: int) -> list[tuple[int, int, int]]:
 def test_both_samples_complete_with_one_redemption_each(client: TestClient) -> None:
     from core.demo import seed_demo
 
-    with transaction() as session:
+    with admin_transaction() as session:
         demo = seed_demo(session)
     auth = {"Authorization": f"Bearer {demo.api_key}"}
     for sample, customer, coupon in (

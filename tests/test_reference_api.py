@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 
 from core import keys
-from core.db import transaction
+from core.db import admin_transaction, transaction
 from core.models import Coupon, Customer, Redemption
 
 Json = dict[str, Any]
@@ -89,7 +89,7 @@ def customer_count(org_id: int) -> int:
 
 
 def other_org() -> dict[str, str]:
-    with transaction() as session:
+    with admin_transaction() as session:
         _, issued = keys.create_org(session, f"other-{uuid.uuid4().hex[:12]}")
     return {"Authorization": f"Bearer {issued.key}"}
 

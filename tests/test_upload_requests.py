@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from core import keys
-from core.db import transaction
+from core.db import admin_transaction
 from core.settings import get_settings
 from tests.factories import SAMPLE_MS, create_series
 from tests.helpers import MOBILE_HEADERS, job_id_of, upload
@@ -237,7 +237,7 @@ def test_unknown_series_is_404(client: TestClient, auth: dict[str, str]) -> None
 
 
 def test_another_orgs_series_is_404(client: TestClient, auth: dict[str, str]) -> None:
-    with transaction() as session:
+    with admin_transaction() as session:
         other, _ = keys.create_org(session, "other-series-owner-" + str(id(session)))
         other_id = other.id
     assert_error(post(client, auth, create_series(other_id), GOOD), 404, None, "series")
@@ -325,14 +325,14 @@ def test_semicolon_file_and_headerless_file_are_detected(
     job = job_id_of(upload(client, auth, series, bare, MOBILE_HEADERS))
     from core.jobs import get_job
 
-    with transaction() as session:
+    with admin_transaction() as session:
         row = get_job(session, _org_of(client, auth), job)
         assert row.has_header is False
         assert row.report_header == ["redeemedDateInMillis", "redeemedAt", "mobile", "couponCode"]
 
 
 def _org_of(client: TestClient, auth: dict[str, str]) -> int:
-    with transaction() as session:
+    with admin_transaction() as session:
         org_id = keys.authenticate(session, auth["Authorization"].split()[1])
     assert org_id is not None
     return org_id

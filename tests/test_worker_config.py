@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import text
 
 from core import retention
-from core.db import transaction
+from core.db import admin_transaction
 from core.settings import get_settings
 from core.storage import get_storage
 from tests.factories import SAMPLE_MS, create_job, create_series
@@ -41,7 +41,7 @@ def test_old_files_are_purged_but_jobs_and_row_errors_stay(
     lines = ["date,till,mobile,code", f"{SAMPLE_MS},T1,9988776655,NOPE"]
     old, recent, running = (create_job(org_id, series, lines) for _ in range(3))
     days = get_settings().file_retention_days
-    with transaction() as session:
+    with admin_transaction() as session:
         for job_id, finished in (
             (old, datetime.now(UTC) - timedelta(days=days + 1)),
             (recent, datetime.now(UTC) - timedelta(days=days - 1)),
@@ -74,7 +74,7 @@ def test_old_files_are_purged_but_jobs_and_row_errors_stay(
     assert not storage.exists(keys[old])
     assert storage.exists(keys[recent])
     assert storage.exists(keys[running])  # never a file a job may still read
-    with transaction() as session:
+    with admin_transaction() as session:
         rows = session.execute(
             text(
                 "SELECT j.id, j.file_deleted_at IS NOT NULL, j.rows_failed, count(e.row_number) "

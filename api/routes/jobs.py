@@ -27,6 +27,8 @@ def list_jobs(
     """The org's jobs, newest first."""
     if status is not None and status not in JOB_STATUSES:
         raise invalid("status", f"status must be one of {', '.join(JOB_STATUSES)}")
+    if couponSeriesId is not None:
+        jobs.get_series(tx.session, tx.org_id, couponSeriesId)  # another org's series: 404
     rows, next_cursor = jobs.list_jobs(
         tx.session, tx.org_id, series_id=couponSeriesId, status=status, limit=limit, cursor=cursor
     )
