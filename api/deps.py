@@ -12,6 +12,8 @@ from sqlalchemy.orm import Session
 from core import keys
 from core.db import new_session, set_org, transaction
 from core.errors import DomainError, ErrorKind
+from core.ratelimit import get_limiter
+from core.settings import get_settings
 
 
 def _presented_key(request: Request) -> str:
@@ -34,7 +36,29 @@ def authenticated_org(request: Request) -> int:
     return org_id
 
 
-OrgId = Annotated[int, Depends(authenticated_org)]
+def _limited(bucket: str, org_id: int, per_minute: int) -> int:
+    retry = get_limiter().retry_after(org_id, bucket, per_minute)
+    if retry is not None:
+        raise DomainError(
+            ErrorKind.RATE_LIMITED,
+            f"too many {bucket} for this org: at most {per_minute} a minute",
+            retry_after=retry,
+        )
+    return org_id
+
+
+def upload_org(org_id: Annotated[int, Depends(authenticated_org)]) -> int:
+    """The caller's org, within its upload rate."""
+    return _limited("uploads", org_id, get_settings().uploads_per_minute)
+
+
+def polling_org(org_id: Annotated[int, Depends(authenticated_org)]) -> int:
+    """The caller's org, within its rate for every other request."""
+    return _limited("requests", org_id, get_settings().polls_per_minute)
+
+
+UploadOrgId = Annotated[int, Depends(upload_org)]
+OrgId = Annotated[int, Depends(polling_org)]
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -22,6 +23,7 @@ STATUS_BY_KIND = {
     ErrorKind.TOO_LARGE: 413,
     ErrorKind.UNSUPPORTED_MEDIA: 415,
     ErrorKind.UNPROCESSABLE: 422,
+    ErrorKind.RATE_LIMITED: 429,
 }
 
 
@@ -34,9 +36,14 @@ def error_body(status: int, message: str, errors: list[dict[str, str]]) -> dict[
 
 
 def error_response(
-    status: int, message: str, errors: list[dict[str, str]] | None = None
+    status: int,
+    message: str,
+    errors: list[dict[str, str]] | None = None,
+    retry_after: float | None = None,
 ) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     return JSONResponse(
         error_body(status, message, errors or []), status_code=status, headers=headers
     )
@@ -57,7 +64,7 @@ def install(app: FastAPI) -> None:
     async def domain_error(_: Request, exc: DomainError) -> JSONResponse:
         status = STATUS_BY_KIND[exc.kind]
         problems = [{"field": p.field, "message": p.message} for p in exc.problems]
-        return error_response(status, exc.message, problems)
+        return error_response(status, exc.message, problems, exc.retry_after)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

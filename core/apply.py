@@ -288,17 +288,24 @@ class ChunkApplier:
                 cur.execute("SELECT 1 FROM coupon_series WHERE id = %s FOR UPDATE", (series.id,))
             # NO KEY UPDATE: enough to exclude other jobs, and it lets the foreign-key checks
             # of concurrent inserts (KEY SHARE) through.
+            # The ids come from per-row index probes (the ARRAY is computed once); written as
+            # a join, the planner was seen scanning every coupon of every org instead.
             cur.execute(
                 """
-                SELECT k.id FROM coupons k
-                WHERE k.series_id = %(series)s AND k.id IN (
-                    SELECT s.coupon_id FROM br_stage s WHERE s.coupon_id IS NOT NULL
-                    UNION ALL
-                    SELECT k2.id FROM br_stage s
-                    JOIN coupons k2 ON k2.series_id = %(series)s AND k2.code = s.coupon_code
-                    WHERE s.coupon_id IS NULL
-                )
-                ORDER BY k.id FOR NO KEY UPDATE
+                SELECT id FROM coupons
+                WHERE id = ANY(ARRAY(
+                    SELECT r.id FROM br_stage s
+                    CROSS JOIN LATERAL (
+                        SELECT k.id FROM coupons k
+                        WHERE s.coupon_id IS NOT NULL AND k.id = s.coupon_id
+                          AND k.series_id = %(series)s
+                        UNION ALL
+                        SELECT k.id FROM coupons k
+                        WHERE s.coupon_id IS NULL AND k.series_id = %(series)s
+                          AND k.code = s.coupon_code
+                    ) r
+                ))
+                ORDER BY id FOR NO KEY UPDATE
                 """,
                 params,
             )

@@ -38,6 +38,53 @@ def sniff_encoding(prefix: bytes) -> tuple[str, int]:
     return "utf-8", 0
 
 
+class LineCounter:
+    """Counts line ends (LF, CRLF, a lone CR) in a byte stream, in the stream's own encoding.
+
+    UTF-16 is counted in code units: its bytes 0x0A and 0x0D also occur inside characters
+    (上 is 0A 4E in UTF-16 LE) and its CRLF is four bytes.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._head = b""
+        self._decoder: codecs.IncrementalDecoder | None = None
+        self._decided = False
+        self._last_cr = False
+
+    def feed(self, data: bytes) -> int:
+        if not self._decided:
+            self._head += data
+            if len(self._head) < 2:
+                return self.count
+            encoding, _ = sniff_encoding(self._head)
+            if encoding.startswith("utf-16"):
+                self._decoder = codecs.getincrementaldecoder(encoding)("replace")
+            self._decided = True
+            data, self._head = self._head, b""
+        if self._decoder is not None:
+            self._count_text(self._decoder.decode(data))
+        else:
+            self._count_bytes(data)
+        return self.count
+
+    def _count_bytes(self, chunk: bytes) -> None:
+        breaks = chunk.count(b"\n") + chunk.count(b"\r") - chunk.count(b"\r\n")
+        if self._last_cr and chunk[:1] == b"\n":
+            breaks -= 1
+        if chunk:
+            self._last_cr = chunk[-1:] == b"\r"
+        self.count += breaks
+
+    def _count_text(self, chunk: str) -> None:
+        breaks = chunk.count("\n") + chunk.count("\r") - chunk.count("\r\n")
+        if self._last_cr and chunk[:1] == "\n":
+            breaks -= 1
+        if chunk:
+            self._last_cr = chunk[-1:] == "\r"
+        self.count += breaks
+
+
 _MAGIC = (
     (b"\x89PNG\r\n\x1a\n", "a PNG image"),
     (b"\x1f\x8b", "a gzip archive"),
@@ -89,8 +136,8 @@ class Record:
 
     @property
     def is_blank(self) -> bool:
-        cells = self.cells
-        return not cells or (len(cells) == 1 and not cells[0].strip())
+        """An empty line, or one of empty cells only (`,,,`: spreadsheets save such rows)."""
+        return self.damage is None and not "".join(self.cells).strip()
 
 
 class _LineFeed:

@@ -14,6 +14,7 @@ class ErrorKind(Enum):
     UNAUTHENTICATED = "unauthenticated"  # no valid key (401)
     TOO_LARGE = "too_large"  # over a size or row limit (413)
     UNSUPPORTED_MEDIA = "unsupported_media"  # not a text file (415)
+    RATE_LIMITED = "rate_limited"  # too many requests for now (429)
 
 
 @dataclass
@@ -27,6 +28,7 @@ class DomainError(Exception):
     kind: ErrorKind
     message: str
     problems: list[FieldProblem] = field(default_factory=list)
+    retry_after: float | None = None  # seconds, for RATE_LIMITED
 
     def __str__(self) -> str:
         return self.message

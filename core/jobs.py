@@ -223,6 +223,16 @@ _CLAIM = text(
       AND NOT cancel_requested
       AND (lease_expires_at IS NULL OR lease_expires_at < now())
       AND (lease_owner IS NULL OR attempts < :max_attempts)
+      -- A queued job starts only within its org's cap, the org's older queued jobs first:
+      -- the places free under the cap go to the oldest in line.
+      AND (status = 'RUNNING' OR :cap = 0 OR (
+        (SELECT count(*) FROM upload_jobs r
+         WHERE r.org_id = upload_jobs.org_id AND r.status = 'RUNNING')
+        + (SELECT count(*) FROM upload_jobs q
+           WHERE q.org_id = upload_jobs.org_id AND q.status = 'QUEUED'
+             AND NOT q.cancel_requested AND q.id < upload_jobs.id)
+        < :cap
+      ))
     RETURNING id, org_id, series_id, customer_identifier, coupon_identifier, upload_headers,
         delimiter, has_header, encoding, cardinality(report_header) AS report_width,
         storage_key, file_size, bytes_processed, next_record,
@@ -243,6 +253,14 @@ def claim(session: Session, job_id: int, token: str) -> ClaimedJob | None:
     The session must be scoped to the job's org (`org_of`, then `set_org`).
     """
     settings = get_settings()
+    # Claims of one org take turns, so that two workers cannot both squeeze under its cap.
+    session.execute(
+        text(
+            "SELECT pg_advisory_xact_lock(hashtextextended('bulkredeem.claim.' || org_id, 0)) "
+            "FROM upload_jobs WHERE id = :job_id"
+        ),
+        {"job_id": job_id},
+    )
     row = session.execute(
         _CLAIM,
         {
@@ -250,6 +268,7 @@ def claim(session: Session, job_id: int, token: str) -> ClaimedJob | None:
             "token": token,
             "lease": settings.lease_seconds,
             "max_attempts": settings.max_attempts,
+            "cap": settings.max_running_jobs_per_org,
         },
     ).one_or_none()
     if row is not None:
@@ -267,6 +286,25 @@ def claim(session: Session, job_id: int, token: str) -> ClaimedJob | None:
         {"job_id": job_id},
     )
     return None
+
+
+def startable(session: Session, org_id: int) -> list[int]:
+    """The org's oldest queued jobs that its cap lets start now (to enqueue when one ends)."""
+    cap = get_settings().max_running_jobs_per_org
+    rows = session.execute(
+        text(
+            """
+            SELECT id FROM upload_jobs
+            WHERE org_id = :org AND status = 'QUEUED' AND NOT cancel_requested
+            ORDER BY id
+            LIMIT CASE WHEN :cap = 0 THEN NULL ELSE greatest(:cap - (
+                SELECT count(*) FROM upload_jobs WHERE org_id = :org AND status = 'RUNNING'
+            ), 0) END
+            """
+        ),
+        {"org": org_id, "cap": cap},
+    ).all()
+    return [row.id for row in rows]
 
 
 def heartbeat(session: Session, job_id: int, token: str) -> bool:

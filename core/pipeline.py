@@ -36,6 +36,16 @@ class SliceResult(Enum):
     LEASE_LOST = "lease_lost"  # another worker took over; nothing more was committed
 
 
+def next_jobs(job_id: int) -> list[int]:
+    """Jobs of the same org that may start now that this one has ended (its cap allowing)."""
+    with transaction() as session:
+        org_id = jobs.org_of(session, job_id)
+        if org_id is None:
+            return []
+        set_org(session, org_id)
+        return jobs.startable(session, org_id)
+
+
 def run_slice(job_id: int, *, slice_seconds: float | None = None) -> SliceResult:
     settings = get_settings()
     budget = settings.slice_seconds if slice_seconds is None else slice_seconds

@@ -41,6 +41,16 @@ class Settings(BaseSettings):
     # Upload limits.
     max_upload_bytes: int = 1024**3
     max_rows: int = 10_000_000
+    max_multipart_parts: int = 32
+    max_field_bytes: int = 64 << 10  # each non-file form field
+
+    # Per-org limits, shared by every API process through Redis (0 turns one off). The prefix
+    # keeps deployments (or test runs) that share a Redis apart.
+    redis_prefix: str = "bulkredeem"
+    uploads_per_minute: int = 60
+    polls_per_minute: int = 6000  # every other authenticated request
+    # Jobs of one org running at once; the rest wait QUEUED, oldest first.
+    max_running_jobs_per_org: int = 2
 
     # Worker.
     chunk_rows: int = 10_000

@@ -10,7 +10,7 @@ import hashlib
 import io
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from core.csvstream import (
     DELIMITERS,
+    LineCounter,
     binary_reason,
     detect_delimiter,
     read_records,
@@ -29,7 +30,7 @@ from core.rows import COLUMN_KEYS, CouponIdentifier, CustomerIdentifier, clean
 from core.settings import get_settings
 from core.storage import BlobWriter, Storage, new_key
 
-# What the API keeps of the file's start for judging it: its first records must fit in here.
+# What the API keeps of the file's start, for sniffing it (and reading small files whole).
 PREFIX_BYTES = 1 << 20
 MAX_JOB_DETAILS = 1000
 
@@ -41,11 +42,11 @@ class FileSink:
         settings = get_settings()
         self.max_bytes = settings.max_upload_bytes
         self.max_rows = settings.max_rows
+        self.storage = storage
         self.key = new_key(org_id)
         self.writer: BlobWriter = storage.writer(self.key)
         self.size = 0
-        self.line_breaks = 0
-        self._last_was_cr = False
+        self.lines = LineCounter()
         self.sha256 = hashlib.sha256()
         self.prefix = bytearray()
         self.open = True
@@ -60,13 +61,7 @@ class FileSink:
                 f"the file is larger than the limit of {self.max_bytes} bytes",
                 [FieldProblem("file", f"larger than {self.max_bytes} bytes")],
             )
-        # "\r\n", "\n" and a lone "\r" each end one line.
-        breaks = data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n")
-        if self._last_was_cr and data[:1] == b"\n":
-            breaks -= 1
-        self._last_was_cr = data[-1:] == b"\r"
-        self.line_breaks += breaks
-        if self.line_breaks > self.max_rows:
+        if self.lines.feed(data) > self.max_rows:
             raise DomainError(
                 ErrorKind.TOO_LARGE,
                 f"the file has more than the limit of {self.max_rows} lines",
@@ -81,10 +76,22 @@ class FileSink:
         self.writer.commit()
         self.open = False
 
-    def abort(self) -> None:
+    def reread(self) -> BinaryIO:
+        """The file from its start: the kept prefix when it is all of it, else from storage
+        (a first record may be longer than the prefix; the file must be committed then)."""
+        if self.size <= len(self.prefix):
+            return io.BytesIO(bytes(self.prefix))
+        if self.open:
+            raise RuntimeError("commit the file before reading it back")
+        return self.storage.open(self.key)
+
+    def discard(self) -> None:
+        """Throw the file away, written in part or whole."""
         if self.open:
             self.writer.abort()
             self.open = False
+        else:
+            self.storage.delete(self.key)
 
 
 @dataclass
@@ -205,20 +212,19 @@ def judge(form: UploadForm, sink: FileSink) -> UploadPlan:
     if reason:
         raise DomainError(ErrorKind.UNSUPPORTED_MEDIA, reason, [FieldProblem("file", reason)])
     encoding, bom = sniff_encoding(prefix)
-    complete = sink.size <= len(prefix)
     text = prefix[bom:].decode(encoding, "replace")
     if delimiter is None:
         delimiter = detect_delimiter(text)
 
-    records = read_records(
-        io.BytesIO(prefix[bom:]), encoding=encoding, delimiter=delimiter, offset=bom
-    )
-    non_blank = (r for r in records if not r.is_blank)
-    first = next(non_blank, None)
+    with sink.reread() as raw:
+        raw.seek(bom)
+        records = read_records(raw, encoding=encoding, delimiter=delimiter, offset=bom)
+        non_blank = (r for r in records if not r.is_blank)
+        first = next(non_blank, None)
+        second = next(non_blank, None)
+        records.close()  # while the file is still open
     if first is None:
         raise invalid("file", "the file has no records (only blank lines)")
-    if not complete and first.end_offset >= len(prefix):
-        raise invalid("file", f"the first record is longer than {PREFIX_BYTES} bytes")
     width = len(first.cells)
     beyond = sorted((i, k) for k, i in columns.items() if i >= width)
     if beyond:
@@ -232,8 +238,7 @@ def judge(form: UploadForm, sink: FileSink) -> UploadPlan:
         date_cell = clean(first.cells[columns["redeemedDateInMillis"]])
         has_header = not (date_cell.isascii() and date_cell.isdigit())
     if has_header:
-        second = next(non_blank, None)
-        if second is None and complete:
+        if second is None:
             raise invalid("file", "the file has a header but no data record")
         report_header = [cell.strip() for cell in first.cells]
     else:

@@ -52,7 +52,9 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     os.environ["DATABASE_URL"] = app_url
     os.environ["REDIS_URL"] = redis_url
     os.environ["STORAGE_URL"] = storage.as_uri()
-    os.environ["BULKREDEEM_QUEUE_NAME"] = f"bulkredeem-test-{uuid.uuid4().hex[:8]}"
+    run = uuid.uuid4().hex[:8]
+    os.environ["BULKREDEEM_QUEUE_NAME"] = f"bulkredeem-test-{run}"
+    os.environ["BULKREDEEM_REDIS_PREFIX"] = f"bulkredeem-test-{run}"
     from core import db, migrate
 
     get_settings.cache_clear()

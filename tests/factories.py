@@ -133,8 +133,8 @@ def create_job(
         },
         file_name="made-in-test.csv",
     )
-    plan = uploads.judge(form, sink)
     sink.commit()
+    plan = uploads.judge(form, sink)
     with transaction(org_id) as session:
         return uploads.create_job(
             session,

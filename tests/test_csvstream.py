@@ -152,3 +152,8 @@ def test_fixture_samples_are_what_the_api_page_shows() -> None:
     sample = records((FIXTURES / "sample1.csv").read_bytes())
     assert sample[1].cells[:3] == ["1603128622000", "50015497", "23599838"]
     assert Path(FIXTURES / "sample2.uploadHeaders.json").exists()
+
+
+def test_a_row_of_empty_cells_is_blank_but_damage_is_not() -> None:
+    found = records(b'a,b\n,,\n" ", \n1,2\n"open')
+    assert [r.is_blank for r in found] == [False, True, True, False, False]

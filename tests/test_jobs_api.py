@@ -29,8 +29,8 @@ def queued_job(org_id: int, series_id: int) -> int:
         },
         file_name="q.csv",
     )
-    plan = uploads.judge(form, sink)
     sink.commit()
+    plan = uploads.judge(form, sink)
     with transaction(org_id) as session:
         job = uploads.create_job(
             session,

@@ -22,6 +22,10 @@ def process_job(job_id: int) -> str:
     result = pipeline.run_slice(job_id)
     if result is pipeline.SliceResult.MORE:
         enqueue_job(job_id)
+    elif result is pipeline.SliceResult.DONE:
+        # A place under the org's cap of running jobs is free: start the next in line.
+        for waiting in pipeline.next_jobs(job_id):
+            enqueue_job(waiting)
     return result.value
 
 

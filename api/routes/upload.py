@@ -11,19 +11,18 @@ from fastapi.responses import JSONResponse
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from api.deps import OrgId, OrgTx
+from api.deps import OrgTx, UploadOrgId
 from core import jobs, uploads
 from core.db import transaction
 from core.errors import DomainError, ErrorKind, FieldProblem, invalid
 from core.models import UploadJob
+from core.settings import get_settings
 from core.storage import get_storage
 from worker.tasks import enqueue_job
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/coupon/api/v1/upload", tags=["capillary"])
 
-MAX_FIELD_BYTES = 64 << 10
-MAX_PARTS = 32
 MAX_FILE_NAME = 255
 
 
@@ -42,6 +41,9 @@ class _MultipartReader:
     """Streams one multipart body: the file part into a FileSink, the other fields into memory."""
 
     def __init__(self, sink: uploads.FileSink) -> None:
+        settings = get_settings()
+        self.max_parts = settings.max_multipart_parts
+        self.max_field_bytes = settings.max_field_bytes
         self.sink = sink
         self.form = uploads.UploadForm()
         self.parts = 0
@@ -65,8 +67,8 @@ class _MultipartReader:
 
     def _part_begin(self) -> None:
         self.parts += 1
-        if self.parts > MAX_PARTS:
-            raise invalid("request", f"too many multipart parts (at most {MAX_PARTS})")
+        if self.parts > self.max_parts:
+            raise invalid("request", f"too many multipart parts (at most {self.max_parts})")
         self._disposition = b""
         self._field = None
         self._is_file = False
@@ -107,8 +109,10 @@ class _MultipartReader:
             self.sink.write(data[start:end])
             return
         self._buffer += data[start:end]
-        if len(self._buffer) > MAX_FIELD_BYTES:
-            raise invalid(self._field or "request", f"field larger than {MAX_FIELD_BYTES} bytes")
+        if len(self._buffer) > self.max_field_bytes:
+            raise invalid(
+                self._field or "request", f"field larger than {self.max_field_bytes} bytes"
+            )
 
     def _part_end(self) -> None:
         if not self._is_file and self._field is not None:
@@ -126,7 +130,7 @@ def _boundary(request: Request) -> bytes:
 
 @router.post("/redeemFile/{couponSeriesId}", status_code=202)
 async def upload_redeemed_coupons(
-    couponSeriesId: int, request: Request, org_id: OrgId
+    couponSeriesId: int, request: Request, org_id: UploadOrgId
 ) -> JSONResponse:
     """Upload a CSV of redeemed coupons; answers at once with the job, which runs later."""
     series_id = couponSeriesId
@@ -145,13 +149,13 @@ async def upload_redeemed_coupons(
         async for chunk in request.stream():
             parser.write(chunk)
         parser.finalize()
-        plan = uploads.judge(reader.form, sink)
         sink.commit()
+        plan = uploads.judge(reader.form, sink)
     except MultipartParseError as exc:
-        sink.abort()
+        sink.discard()
         raise invalid("request", f"the multipart body is malformed: {exc}") from None
     except BaseException:
-        sink.abort()
+        sink.discard()
         raise
 
     form = reader.form
