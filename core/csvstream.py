@@ -10,7 +10,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -241,7 +241,7 @@ def read_records(
     delimiter: str,
     offset: int,
     first_number: int = 1,
-) -> Iterator[Record]:
+) -> Generator[Record, None, None]:
     """Records from `raw`, which is positioned at byte `offset` of the file (a record start).
 
     Every record, blank ones included, is yielded with its number; a record the CSV rules
