@@ -28,12 +28,13 @@ done
 endef
 PYTHON ?= $(shell $(find_python))
 
-.PHONY: help run test lint fmt clean clean-data install
+.PHONY: help run test lint fmt clean clean-data install fuzz
 
 help:
 	@echo "make run         start Postgres/Redis if needed, migrate, seed demo data, run API + worker + beat"
 	@echo "make test        lint, type-check and run the tests"
 	@echo "make lint        ruff check, ruff format --check, mypy"
+	@echo "make fuzz        schemathesis against the API with 1000 examples per operation"
 	@echo "make fmt         ruff format and ruff check --fix"
 	@echo "make clean       remove .venv and build junk (keeps .data)"
 	@echo "make clean-data  also remove .data (embedded databases, uploaded files, logs)"
@@ -61,6 +62,11 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest
+
+# The same schemathesis test as in `make test`, with many more examples per operation.
+FUZZ_EXAMPLES ?= 1000
+fuzz: $(STAMP)
+	BULKREDEEM_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/test_fuzz.py
 
 fmt: $(STAMP)
 	$(BIN)/ruff format .

@@ -9,11 +9,52 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import DomainError, ErrorKind
 
 log = logging.getLogger(__name__)
+
+
+class ErrorStatus(BaseModel):
+    success: bool
+    code: int
+    message: str
+
+
+class ErrorItem(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Capillary's error envelope: every 4xx and 5xx answer has this shape."""
+
+    success: bool
+    status: ErrorStatus
+    errors: list[ErrorItem]
+
+
+# For the OpenAPI document: what every route may answer besides its success.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in (
+        (400, "Bad request"),
+        (401, "No valid API key"),
+        (404, "Not found (or another org's)"),
+        (409, "Conflict"),
+        (422, "Invalid body or parameters"),
+        (429, "Too many requests (see Retry-After)"),
+    )
+}
+UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ERROR_RESPONSES,
+    413: {"model": ErrorBody, "description": "Over the size or row limit"},
+    415: {"model": ErrorBody, "description": "Not a text file"},
+}
+
 
 STATUS_BY_KIND = {
     ErrorKind.INVALID: 400,
@@ -78,6 +119,13 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return error_response(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(DataError)
+    async def data_error(_: Request, exc: DataError) -> JSONResponse:
+        # The database refused a value (a NUL in text, a number out of range): bad input that
+        # a check above should have caught. Say so without echoing the SQL.
+        log.warning("database refused a value: %s", exc.orig)
+        return error_response(400, "a value is not valid (out of range, or not valid text)")
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:

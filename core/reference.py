@@ -80,6 +80,9 @@ def _text(value: str | None, field: str, problems: _Problems, max_length: int) -
     if len(cleaned) > max_length:
         problems.add(field, f"at most {max_length} characters")
         return None
+    if "\x00" in cleaned:
+        problems.add(field, "must not contain NUL characters")
+        return None
     return cleaned
 
 

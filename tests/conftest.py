@@ -19,6 +19,12 @@ from tests.services import find_postgres, find_redis
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
+# Set before any test module imports the app: importing it configures Celery (broker, queue).
+_RUN = uuid.uuid4().hex[:8]
+os.environ["REDIS_URL"] = find_redis()
+os.environ["BULKREDEEM_QUEUE_NAME"] = f"bulkredeem-test-{_RUN}"
+os.environ["BULKREDEEM_REDIS_PREFIX"] = f"bulkredeem-test-{_RUN}"
+
 
 def _with_database(url: str, dbname: str) -> str:
     parts = urlsplit(url)
@@ -46,15 +52,10 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     get_settings.cache_clear()
     app_url = app_url_from(url)
 
-    redis_url = find_redis()
     storage = tmp_path_factory.mktemp("storage")
     os.environ["DATABASE_ADMIN_URL"] = url
     os.environ["DATABASE_URL"] = app_url
-    os.environ["REDIS_URL"] = redis_url
     os.environ["STORAGE_URL"] = storage.as_uri()
-    run = uuid.uuid4().hex[:8]
-    os.environ["BULKREDEEM_QUEUE_NAME"] = f"bulkredeem-test-{run}"
-    os.environ["BULKREDEEM_REDIS_PREFIX"] = f"bulkredeem-test-{run}"
     from core import db, migrate
 
     get_settings.cache_clear()

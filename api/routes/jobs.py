@@ -4,22 +4,27 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import StreamingResponse
 
 from api.deps import OrgTx
+from api.errors import ERROR_RESPONSES
 from core import jobs, reports
 from core.codes import error_name
 from core.errors import invalid
 from core.models import JOB_STATUSES
+from core.reference import MAX_ID
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
+
+# Ids are BIGINTs: anything larger names nothing and must not reach the database.
+JobId = Annotated[int, Path(alias="jobId", gt=0, le=MAX_ID)]
 
 
 @router.get("")
 def list_jobs(
     tx: OrgTx,
-    couponSeriesId: int | None = None,
+    couponSeriesId: Annotated[int | None, Query(gt=0, le=MAX_ID)] = None,
     status: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: str | None = None,
@@ -36,20 +41,20 @@ def list_jobs(
 
 
 @router.get("/{jobId}")
-def get_job(jobId: int, tx: OrgTx) -> dict[str, Any]:
+def get_job(job_id: JobId, tx: OrgTx) -> dict[str, Any]:
     """The job's status, progress and error summary."""
-    return jobs.job_document(jobs.get_job(tx.session, tx.org_id, jobId))
+    return jobs.job_document(jobs.get_job(tx.session, tx.org_id, job_id))
 
 
 @router.get("/{jobId}/errors")
 def get_row_errors(
-    jobId: int,
+    job_id: JobId,
     tx: OrgTx,
-    afterRow: Annotated[int, Query(ge=0)] = 0,
+    afterRow: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     """The job's failed rows in file order, a page at a time."""
-    job = jobs.get_job(tx.session, tx.org_id, jobId)
+    job = jobs.get_job(tx.session, tx.org_id, job_id)
     page = jobs.row_errors(tx.session, job.id, after_row=afterRow, limit=limit)
     return {
         "items": [
@@ -67,9 +72,9 @@ def get_row_errors(
 
 
 @router.get("/{jobId}/errors.csv")
-def get_errors_csv(jobId: int, tx: OrgTx) -> StreamingResponse:
+def get_errors_csv(job_id: JobId, tx: OrgTx) -> StreamingResponse:
     """The failed rows as CSV: fix them and upload the file again with the same uploadHeaders."""
-    job = jobs.get_job(tx.session, tx.org_id, jobId)
+    job = jobs.get_job(tx.session, tx.org_id, job_id)
     stem = job.file_name.rsplit(".", 1)[0] or "upload"
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in stem)[:100]
     return StreamingResponse(
@@ -80,6 +85,6 @@ def get_errors_csv(jobId: int, tx: OrgTx) -> StreamingResponse:
 
 
 @router.post("/{jobId}/cancel")
-def cancel_job(jobId: int, tx: OrgTx) -> dict[str, Any]:
+def cancel_job(job_id: JobId, tx: OrgTx) -> dict[str, Any]:
     """Stop the job at its next chunk boundary; rows already applied stay applied."""
-    return jobs.job_document(jobs.request_cancel(tx.session, tx.org_id, jobId))
+    return jobs.job_document(jobs.request_cancel(tx.session, tx.org_id, job_id))

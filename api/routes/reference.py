@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 
 from api.deps import OrgTx
+from api.errors import ERROR_RESPONSES
 from api.schemas_reference import (
     CouponOut,
     CouponsIn,
@@ -20,7 +21,7 @@ from api.schemas_reference import (
 )
 from core import reference
 
-router = APIRouter(tags=["reference data"])
+router = APIRouter(tags=["reference data"], responses=ERROR_RESPONSES)
 
 # Bounded so that an id no BIGINT can hold is refused here instead of failing in the database.
 SeriesId = Annotated[int, Path(alias="id", gt=0, le=reference.MAX_ID)]

@@ -3,25 +3,63 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from api.deps import OrgTx, UploadOrgId
+from api.errors import ERROR_RESPONSES, UPLOAD_RESPONSES
 from core import jobs, uploads
 from core.db import transaction
 from core.errors import DomainError, ErrorKind, FieldProblem, invalid
 from core.models import UploadJob
+from core.reference import MAX_ID
 from core.settings import get_settings
 from core.storage import get_storage
 from worker.tasks import enqueue_job
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/coupon/api/v1/upload", tags=["capillary"])
+
+# Capillary's name for it; a BIGINT, so anything larger names nothing.
+SeriesId = Annotated[int, Path(alias="couponSeriesId", gt=0, le=MAX_ID)]
+
+# The body is read as a stream (never buffered by the framework), so it is described here.
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["customerIdentifier", "couponIdentifier", "uploadHeaders", "file"],
+                    "properties": {
+                        "customerIdentifier": {
+                            "type": "string",
+                            "enum": ["MOBILE", "EXTERNAL_ID", "EMAIL", "USER_ID"],
+                        },
+                        "couponIdentifier": {
+                            "type": "string",
+                            "enum": ["COUPON_ID", "COUPON_CODE"],
+                        },
+                        "uploadHeaders": {
+                            "type": "string",
+                            "description": "JSON object: column key -> 0-based column index",
+                        },
+                        "file": {"type": "string", "format": "binary"},
+                        "details": {"type": "string", "maxLength": 1000},
+                        "delimiter": {"type": "string"},
+                        "hasHeader": {"type": "string", "enum": ["true", "false"]},
+                    },
+                }
+            }
+        },
+    }
+}
 
 MAX_FILE_NAME = 255
 
@@ -128,12 +166,16 @@ def _boundary(request: Request) -> bytes:
     return params[b"boundary"]
 
 
-@router.post("/redeemFile/{couponSeriesId}", status_code=202)
+@router.post(
+    "/redeemFile/{couponSeriesId}",
+    status_code=202,
+    openapi_extra=UPLOAD_BODY,
+    responses=UPLOAD_RESPONSES,
+)
 async def upload_redeemed_coupons(
-    couponSeriesId: int, request: Request, org_id: UploadOrgId
+    series_id: SeriesId, request: Request, org_id: UploadOrgId
 ) -> JSONResponse:
     """Upload a CSV of redeemed coupons; answers at once with the job, which runs later."""
-    series_id = couponSeriesId
 
     def check_series() -> None:
         with transaction(org_id) as session:
@@ -209,18 +251,18 @@ async def upload_redeemed_coupons(
     return JSONResponse(body, status_code=202)
 
 
-@router.get("/getUploadRedeemedCouponStatus/{couponSeriesId}")
-def upload_statuses(couponSeriesId: int, tx: OrgTx) -> dict[str, Any]:
+@router.get("/getUploadRedeemedCouponStatus/{couponSeriesId}", responses=ERROR_RESPONSES)
+def upload_statuses(series_id: SeriesId, tx: OrgTx) -> dict[str, Any]:
     """Every upload job of the series, newest first."""
-    jobs.get_series(tx.session, tx.org_id, couponSeriesId)
+    jobs.get_series(tx.session, tx.org_id, series_id)
     rows = (
         tx.session.query(UploadJob)
-        .filter(UploadJob.org_id == tx.org_id, UploadJob.series_id == couponSeriesId)
+        .filter(UploadJob.org_id == tx.org_id, UploadJob.series_id == series_id)
         .order_by(UploadJob.id.desc())
         .all()
     )
     return {
         "success": True,
         "status": {"success": True, "code": 200, "message": "Success"},
-        "result": _result(tx.org_id, couponSeriesId, rows[0].file_name if rows else "", rows),
+        "result": _result(tx.org_id, series_id, rows[0].file_name if rows else "", rows),
     }
