@@ -348,3 +348,22 @@ def test_idempotency_key_gives_the_same_job_and_409_for_another_request(
     assert_error(changed, 409, "Idempotency-Key", "different request")
     other_fields = post(client, auth, series, GOOD, headers=key, fields={"details": "x"})
     assert other_fields.status_code == 409
+
+
+def test_too_many_multipart_parts_is_400(
+    client: TestClient, auth: dict[str, str], series: int
+) -> None:
+    limit = get_settings().max_multipart_parts
+    fields: Any = {f"extra{i}": (None, "x") for i in range(limit + 1)}
+    fields["file"] = ("r.csv", GOOD, "text/csv")
+    response = client.post(f"/coupon/api/v1/upload/redeemFile/{series}", headers=auth, files=fields)
+    assert_error(response, 400, "request", "too many multipart parts")
+
+
+def test_an_oversized_form_field_is_400(
+    client: TestClient, auth: dict[str, str], series: int
+) -> None:
+    big = "x" * (get_settings().max_field_bytes + 1)
+    assert_error(
+        post(client, auth, series, GOOD, fields={"details": big}), 400, "details", "larger"
+    )
