@@ -163,16 +163,21 @@ class ChunkApplier:
                 WHERE s.coupon_id IS NULL AND k.series_id = %(series)s AND k.code = s.coupon_code
             ) k ON true
             LEFT JOIN coupon_counters n ON n.coupon_id = k.id
+            -- A coupon never redeemed (no counter yet: most of a bulk load) can have neither a
+            -- duplicate nor an earlier redemption by this customer: skip both probes. The
+            -- counter is read after the coupon's lock, so it includes racing jobs' commits.
             LEFT JOIN LATERAL (
                 SELECT true AS hit FROM redemptions r
-                WHERE r.coupon_id = k.id AND r.redeemed_ms = s.redeemed_ms
+                WHERE n.redemption_count > 0
+                  AND r.coupon_id = k.id AND r.redeemed_ms = s.redeemed_ms
                   AND r.till_id = s.till_id AND r.bill_id = s.bill_id
                   AND r.bill_number = s.bill_number
                 LIMIT 1
             ) dup ON true
             LEFT JOIN LATERAL (
                 SELECT true AS hit FROM redemptions r
-                WHERE NOT %(same_user_ok)s AND r.coupon_id = k.id AND r.customer_id = cu.id
+                WHERE NOT %(same_user_ok)s AND n.redemption_count > 0
+                  AND r.coupon_id = k.id AND r.customer_id = cu.id
                 LIMIT 1
             ) same ON true
         """

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from core.codes import error_name
 from core.errors import DomainError, ErrorKind, not_found
-from core.models import CouponSeries, JobRowError, UploadJob
+from core.models import JobRowError, UploadJob
 from core.settings import get_settings
 
 ACTIVE = ("QUEUED", "RUNNING")
@@ -38,15 +38,6 @@ def get_job(session: Session, org_id: int, job_id: int) -> UploadJob:
     if job is None:
         raise not_found("job")
     return job
-
-
-def get_series(session: Session, org_id: int, series_id: int) -> CouponSeries:
-    series = session.execute(
-        select(CouponSeries).where(CouponSeries.id == series_id, CouponSeries.org_id == org_id)
-    ).scalar_one_or_none()
-    if series is None:
-        raise not_found("coupon series")
-    return series
 
 
 def _encode_cursor(job_id: int) -> str:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +12,8 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.processes import Process
+from tests.processes import worker as start_worker
 from tests.services import find_postgres, find_redis
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -92,44 +91,12 @@ def auth(org: tuple[int, str]) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def worker(database_url: str) -> Iterator[subprocess.Popen[bytes]]:
+def worker(database_url: str) -> Iterator[Process]:
     """A real Celery worker process on the test queue (solo pool: one job at a time)."""
     from core.settings import get_settings
 
-    log_path = (
-        Path(os.environ.get("PYTEST_WORKER_LOG", "/tmp")) / f"bulkredeem-worker-{os.getpid()}.log"
-    )
-    log = log_path.open("wb")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker.app:celery_app",
-            "worker",
-            "--pool=solo",
-            "-Q",
-            get_settings().queue_name,
-            "-l",
-            "info",
-            "--without-heartbeat",
-            "--without-mingle",
-            "--without-gossip",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=os.environ.copy(),
-    )
-    deadline = time.monotonic() + 60
-    while b"ready." not in log_path.read_bytes():
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the Celery worker did not start:\n{log_path.read_text()[-3000:]}")
-        time.sleep(0.2)
+    log = Path(os.environ.get("PYTEST_WORKER_LOG", "/tmp")) / f"bulkredeem-worker-{os.getpid()}.log"
+    log.unlink(missing_ok=True)
+    process = start_worker(os.environ.copy(), get_settings().queue_name, log)
     yield process
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+    process.stop()

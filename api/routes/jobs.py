@@ -9,7 +9,7 @@ from fastapi.responses import StreamingResponse
 
 from api.deps import OrgTx
 from api.errors import ERROR_RESPONSES
-from core import jobs, reports
+from core import jobs, reference, reports
 from core.codes import error_name
 from core.errors import invalid
 from core.models import JOB_STATUSES
@@ -33,7 +33,7 @@ def list_jobs(
     if status is not None and status not in JOB_STATUSES:
         raise invalid("status", f"status must be one of {', '.join(JOB_STATUSES)}")
     if couponSeriesId is not None:
-        jobs.get_series(tx.session, tx.org_id, couponSeriesId)  # another org's series: 404
+        reference.get_series(tx.session, tx.org_id, couponSeriesId)  # another org's series: 404
     rows, next_cursor = jobs.list_jobs(
         tx.session, tx.org_id, series_id=couponSeriesId, status=status, limit=limit, cursor=cursor
     )

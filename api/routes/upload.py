@@ -13,7 +13,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from api.deps import OrgTx, UploadOrgId
 from api.errors import ERROR_RESPONSES, UPLOAD_RESPONSES
-from core import jobs, uploads
+from core import jobs, reference, uploads
 from core.db import transaction
 from core.errors import DomainError, ErrorKind, FieldProblem, invalid
 from core.models import UploadJob
@@ -179,7 +179,7 @@ async def upload_redeemed_coupons(
 
     def check_series() -> None:
         with transaction(org_id) as session:
-            jobs.get_series(session, org_id, series_id)
+            reference.get_series(session, org_id, series_id)
 
     await run_in_threadpool(check_series)
     boundary = _boundary(request)
@@ -254,7 +254,7 @@ async def upload_redeemed_coupons(
 @router.get("/getUploadRedeemedCouponStatus/{couponSeriesId}", responses=ERROR_RESPONSES)
 def upload_statuses(series_id: SeriesId, tx: OrgTx) -> dict[str, Any]:
     """Every upload job of the series, newest first."""
-    jobs.get_series(tx.session, tx.org_id, series_id)
+    reference.get_series(tx.session, tx.org_id, series_id)
     rows = (
         tx.session.query(UploadJob)
         .filter(UploadJob.org_id == tx.org_id, UploadJob.series_id == series_id)
