@@ -28,13 +28,17 @@ done
 endef
 PYTHON ?= $(shell $(find_python))
 
-.PHONY: help run test lint fmt clean clean-data install fuzz
+.PHONY: help run test lint fmt clean clean-data install fuzz bench
+
+ROWS ?= 1000000
+BENCH_ARGS ?=
 
 help:
 	@echo "make run         start Postgres/Redis if needed, migrate, seed demo data, run API + worker + beat"
 	@echo "make test        lint, type-check and run the tests"
 	@echo "make lint        ruff check, ruff format --check, mypy"
 	@echo "make fuzz        schemathesis against the API with 1000 examples per operation"
+	@echo "make bench       the benchmark of bench/README.md (ROWS=1000000; BENCH_ARGS=\"--upload-gb 1\" | \"--errors-csv 100000\" | \"--profile\")"
 	@echo "make fmt         ruff format and ruff check --fix"
 	@echo "make clean       remove .venv and build junk (keeps .data)"
 	@echo "make clean-data  also remove .data (embedded databases, uploaded files, logs)"
@@ -58,10 +62,14 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy api core worker cli
+	$(BIN)/mypy api core worker cli bench
 
 test: lint
 	$(BIN)/pytest
+
+# Speed and memory, against a hand-written SQL lower bound and a naive loop (bench/README.md).
+bench: $(STAMP)
+	$(BIN)/python -m bench --rows $(ROWS) $(BENCH_ARGS)
 
 # The same schemathesis test as in `make test`, with many more examples per operation.
 FUZZ_EXAMPLES ?= 1000

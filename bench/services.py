@@ -1,0 +1,173 @@
+"""Postgres and Redis for the bench: found like `make test` finds them, with a database of its own.
+
+DATABASE_URL / REDIS_URL when set, else servers on 127.0.0.1:5432 / 6379 when they answer, else
+the embedded ones of cli/devservices.py. The bench database is dropped and created again at
+every run, and migrated with the project's own migrations.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+BENCH_DATABASE = "bulkredeem_bench"
+# The service's connections run without JIT (core/db.py); the bench's own do the same.
+CONNECT_OPTIONS = "-c jit=off"
+
+
+@dataclass(frozen=True)
+class Services:
+    database_url: str  # the bench database, as the service connects to it
+    admin_url: str | None  # DATABASE_ADMIN_URL moved to the bench database, when set
+    redis_url: str
+    where: str  # how they were found, for the report
+
+    @property
+    def owner_url(self) -> str:
+        """The role that migrates, seeds and runs the lower bound and the naive baseline."""
+        return self.admin_url or self.database_url
+
+
+def with_database(url: str, name: str) -> str:
+    """The same server URL naming another database (keeps the query, e.g. a socket host)."""
+    for prefix in ("postgresql+psycopg://", "postgres://"):
+        if url.startswith(prefix):
+            url = "postgresql://" + url[len(prefix) :]
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def find() -> Services:
+    where = []
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        where.append("DATABASE_URL")
+    elif _answers("127.0.0.1", 5432):
+        url = "postgresql://postgres@127.0.0.1:5432/postgres"
+        where.append("Postgres on 127.0.0.1:5432")
+    else:
+        from cli import devservices
+
+        url = devservices.ensure_postgres()
+        where.append("embedded Postgres (.data/pg)")
+    redis_url = os.environ.get("REDIS_URL")
+    if redis_url:
+        where.append("REDIS_URL")
+    elif _answers("127.0.0.1", 6379):
+        redis_url = "redis://127.0.0.1:6379/0"
+        where.append("Redis on 127.0.0.1:6379")
+    else:
+        from cli import devservices
+
+        redis_url = devservices.ensure_redis()
+        where.append("embedded Redis (.data/redis)")
+    admin = os.environ.get("DATABASE_ADMIN_URL")
+    return Services(
+        database_url=with_database(url, BENCH_DATABASE),
+        admin_url=with_database(admin, BENCH_DATABASE) if admin else None,
+        redis_url=redis_url,
+        where=", ".join(where),
+    )
+
+
+def connect(url: str, **kwargs: Any) -> psycopg.Connection[Any]:
+    return psycopg.connect(url, options=CONNECT_OPTIONS, **kwargs)
+
+
+def recreate_database(services: Services) -> None:
+    """Drop the bench database (ending its sessions) and create it empty."""
+    with psycopg.connect(with_database(services.owner_url, "postgres"), autocommit=True) as conn:
+        name = sql.Identifier(BENCH_DATABASE)
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
+
+
+def migrate(services: Services) -> None:
+    from core.migrate import upgrade
+
+    upgrade(services.owner_url)
+
+
+def create_org(services: Services, name: str) -> tuple[int, str]:
+    """A new org and its API key, made by core.keys as `bulkredeem orgs create` makes them."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    from core import keys
+    from core.db import sqlalchemy_url
+
+    engine = create_engine(sqlalchemy_url(services.owner_url))
+    try:
+        with Session(engine) as session, session.begin():
+            org, issued = keys.create_org(session, name)
+            return org.id, issued.key
+    finally:
+        engine.dispose()
+
+
+def settle(services: Services, tables: tuple[str, ...] = ("customers", "coupons")) -> None:
+    """What a long-running database would have: statistics, a visibility map, no dirty backlog.
+
+    Done before each measured phase, so that none of them pays for the previous one's writes
+    (a checkpoint landing in the middle, hint bits left to set).
+    """
+    with connect(services.owner_url, autocommit=True) as conn:
+        conn.execute(f"VACUUM (ANALYZE) {', '.join(tables)}")
+        # CHECKPOINT needs a superuser (or pg_checkpoint); without it the phases simply share
+        # whatever checkpoints come.
+        with contextlib.suppress(psycopg.errors.InsufficientPrivilege):
+            conn.execute("CHECKPOINT")
+
+
+def reset(services: Services) -> None:
+    """Empty what a run writes (redemptions, counters, jobs, row errors); keep reference data."""
+    with connect(services.owner_url, autocommit=True) as conn:
+        conn.execute("TRUNCATE redemptions, coupon_counters, job_row_errors, upload_jobs")
+    settle(services)
+
+
+@dataclass(frozen=True)
+class TableCounts:
+    redemptions: int
+    counted: int  # the sum of coupon_counters
+    row_errors: int
+
+
+def table_counts(services: Services) -> TableCounts:
+    with connect(services.owner_url) as conn:
+        row = conn.execute(
+            """
+            SELECT (SELECT count(*) FROM redemptions),
+                (SELECT coalesce(sum(redemption_count), 0) FROM coupon_counters),
+                (SELECT count(*) FROM job_row_errors)
+            """
+        ).fetchone()
+    assert row is not None
+    return TableCounts(int(row[0]), int(row[1]), int(row[2]))
+
+
+def server_description(services: Services) -> str:
+    """The version, and the settings that weigh most on these figures."""
+    shown = ("shared_buffers", "max_wal_size", "synchronous_commit")
+    with connect(services.owner_url) as conn:
+        values = {}
+        for name in ("server_version", *shown):
+            row = conn.execute(f"SHOW {name}").fetchone()
+            values[name] = str(row[0]) if row else "?"
+    settings = ", ".join(f"{name} {values[name]}" for name in shown)
+    return f"{values['server_version']}; {settings}"
