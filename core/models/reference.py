@@ -152,9 +152,9 @@ class Redemption(Base):
     series_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     coupon_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     customer_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    job_id: Mapped[int | None] = mapped_column(
-        BigInteger, ForeignKey("upload_jobs.id", ondelete="SET NULL")
-    )
+    # The job that applied it. No foreign key: only the worker writes it, with the id of the
+    # job it holds locked, and jobs are never deleted (migration 0003 says what the check cost).
+    job_id: Mapped[int | None] = mapped_column(BigInteger)
     row_number: Mapped[int | None] = mapped_column(Integer)
     redeemed_ms: Mapped[int] = mapped_column(BigInteger, nullable=False)
     till_id: Mapped[str] = mapped_column(Text, nullable=False)
