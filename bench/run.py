@@ -72,6 +72,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--profile", action="store_true", help="profile the worker with py-spy (if installed)"
     )
+    parser.add_argument(
+        "--postgres",
+        choices=("found", "tuned"),
+        default="found",
+        help="found: the server make test would use (default); tuned: a private Postgres in"
+        " bench/out/pg set up for bulk loads (bench/README.md)",
+    )
     args = parser.parse_args(argv)
     if args.rows < MIN_ROWS:
         parser.error(f"--rows must be at least {MIN_ROWS}")
@@ -91,8 +98,8 @@ class Setup:
     series_id: int
 
 
-def prepare() -> Setup:
-    found = services.find()
+def prepare(postgres: str = "found") -> Setup:
+    found = services.find(postgres)
     say(f"database {services.BENCH_DATABASE}: dropped, created and migrated")
     services.recreate_database(found)
     services.migrate(found)
@@ -440,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Python {platform.python_version()}",
     )
     try:
-        setup = prepare()
+        setup = prepare(args.postgres)
         report.figure("postgres", services.server_description(setup.services))
         report.figure("services", setup.services.where)
         if args.upload_gb is not None:
