@@ -6,6 +6,7 @@ checkpoint) commits in one transaction, and only while the job's lease is still 
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,27 @@ class ChunkOutcome:
     failed: int = 0
     cancelled: bool = False
     error_counts: Counter[int] = field(default_factory=Counter)
+
+
+@dataclass
+class PreparedChunk:
+    """A staged chunk with the rows that passed the static checks, its transaction open."""
+
+    conn: psycopg.Connection[Any]
+    processed: int  # data records in the chunk
+    failures: list[Failure]  # the rows that failed so far, in any order
+    survivors: list[Survivor]  # the rest, in file order
+    end_offset: int
+    next_record: int
+
+
+@dataclass(frozen=True, slots=True)
+class Survivor:
+    """A row past every check that earlier rows cannot change: its customer and coupon."""
+
+    candidate: Candidate
+    customer_id: int
+    coupon_id: int
 
 
 def load_series(conn: psycopg.Connection[Any], series_id: int) -> SeriesRules:
@@ -103,7 +125,13 @@ def prepare_connection(conn: psycopg.Connection[Any]) -> None:
 
 
 class ChunkApplier:
-    """Applies the chunks of one job over one connection."""
+    """Applies the chunks of one job, in two phases a chunk.
+
+    `prepare` stages a chunk and resolves its customers and coupons: nothing it reads changes
+    with the job's earlier chunks, so it may run on a second connection while the previous
+    chunk commits. `commit` then takes the locks, reads what earlier chunks and racing jobs
+    may have changed (counters, earlier redemptions), decides every row and commits.
+    """
 
     def __init__(
         self,
@@ -127,15 +155,13 @@ class ChunkApplier:
         # The customers column matched when a row has no userId (USER_ID jobs never need it).
         self.customer_key = customer_key
         self.customer_column = CUSTOMER_COLUMNS.get(customer_key)
-        self._facts_sql = self._build_facts_sql()
+        self._resolve_sql = self._build_resolve_sql()
 
-    def _build_facts_sql(self) -> str:
-        """Each staged row with its customer, coupon, counter and the redemptions it meets.
+    def _build_resolve_sql(self) -> str:
+        """Each staged row with its customer and its coupon (and the coupon's own rules).
 
         Customer and coupon are resolved by LATERAL probes of their unique indexes: a non-empty
-        userId / couponId decides alone, else the job's identifier column. LATERAL ... LIMIT 1
-        keeps the redemption look-ups as index probes too (as EXISTS, the planner was seen
-        hashing the whole redemptions table).
+        userId / couponId decides alone, else the job's identifier column.
         """
         by_key = ""
         if self.customer_column is not None:
@@ -146,9 +172,7 @@ class ChunkApplier:
                       AND c.{self.customer_column} = s.customer_key"""
         return f"""
             SELECT s.row_number, cu.id, k.id, k.issued_to_customer_id,
-                (extract(epoch FROM k.expires_at) * 1000)::bigint,
-                k.revoked_at IS NOT NULL, coalesce(n.redemption_count, 0),
-                dup.hit IS NOT NULL, same.hit IS NOT NULL
+                (extract(epoch FROM k.expires_at) * 1000)::bigint, k.revoked_at IS NOT NULL
             FROM br_stage s
             LEFT JOIN LATERAL (
                 SELECT c.id FROM customers c
@@ -162,155 +186,234 @@ class ChunkApplier:
                 SELECT k.* FROM coupons k
                 WHERE s.coupon_id IS NULL AND k.series_id = %(series)s AND k.code = s.coupon_code
             ) k ON true
-            LEFT JOIN coupon_counters n ON n.coupon_id = k.id
-            -- A coupon never redeemed (no counter yet: most of a bulk load) can have neither a
-            -- duplicate nor an earlier redemption by this customer: skip both probes. The
-            -- counter is read after the series' lock, so it includes racing jobs' commits.
-            LEFT JOIN LATERAL (
-                SELECT true AS hit FROM redemptions r
-                WHERE n.redemption_count > 0
-                  AND r.coupon_id = k.id AND r.redeemed_ms = s.redeemed_ms
-                  AND r.till_id = s.till_id AND r.bill_id = s.bill_id
-                  AND r.bill_number = s.bill_number
-                LIMIT 1
-            ) dup ON true
-            LEFT JOIN LATERAL (
-                SELECT true AS hit FROM redemptions r
-                WHERE NOT %(same_user_ok)s AND n.redemption_count > 0
-                  AND r.coupon_id = k.id AND r.customer_id = cu.id
-                LIMIT 1
-            ) same ON true
         """
 
     def apply(
         self, items: list[Candidate | Failure], *, end_offset: int, next_record: int
     ) -> ChunkOutcome:
-        """Apply one chunk, or raise LeaseLost; a pending cancel ends the job instead."""
-        conn = self.conn
-        with conn.transaction():
-            conn.execute("SELECT set_config('app.org_id', %s, true)", (str(self.org_id),))
-            # Fencing: the job row stays locked until this chunk commits, so nobody can take
-            # the lease over half-way through.
-            row = conn.execute(
-                """
-                SELECT cancel_requested FROM upload_jobs
-                WHERE id = %s AND lease_owner = %s AND status = 'RUNNING'
-                FOR UPDATE
-                """,
-                (self.job_id, self.token),
-            ).fetchone()
-            if row is None:
-                raise LeaseLost(self.job_id)
-            if row[0]:
-                conn.execute(
-                    """
-                    UPDATE upload_jobs SET status = 'CANCELLED', finished_at = now(),
-                        updated_at = now(), lease_owner = NULL, lease_expires_at = NULL
-                    WHERE id = %s
-                    """,
-                    (self.job_id,),
-                )
-                return ChunkOutcome(cancelled=True)
+        """Prepare and commit one chunk on this applier's own connection."""
+        prepared = self.prepare(self.conn, items, end_offset=end_offset, next_record=next_record)
+        return self.commit(prepared)
 
-            candidates = [item for item in items if isinstance(item, Candidate)]
-            failures = [item for item in items if isinstance(item, Failure)]
-            late = self._apply_candidates(candidates) if candidates else []
-            failures.extend(late)
-            outcome = ChunkOutcome(
-                succeeded=len(candidates) - len(late),
-                failed=len(failures),
-                error_counts=Counter(int(f.code) for f in failures),
-            )
-            if failures:
-                self._record_failures(failures)
-            conn.execute(
-                """
-                UPDATE upload_jobs SET
-                    rows_processed = rows_processed + %(processed)s,
-                    rows_succeeded = rows_succeeded + %(succeeded)s,
-                    rows_failed = rows_failed + %(failed)s,
-                    error_counts = (
-                        SELECT coalesce(jsonb_object_agg(key, total), '{}'::jsonb) FROM (
-                            SELECT key, sum(value::bigint) AS total FROM (
-                                SELECT * FROM jsonb_each_text(error_counts)
-                                UNION ALL
-                                SELECT * FROM jsonb_each_text(%(counts)s::jsonb)
-                            ) parts GROUP BY key
-                        ) merged
-                    ),
-                    bytes_processed = %(offset)s,
-                    next_record = %(next_record)s,
-                    lease_expires_at = now() + make_interval(secs => %(lease)s),
-                    updated_at = now()
-                WHERE id = %(job)s
-                """,
-                {
-                    "processed": len(items),
-                    "succeeded": outcome.succeeded,
-                    "failed": outcome.failed,
-                    "counts": Jsonb({str(k): v for k, v in outcome.error_counts.items()}),
-                    "offset": end_offset,
-                    "next_record": next_record,
-                    "lease": self.lease_seconds,
-                    "job": self.job_id,
-                },
-            )
+    def prepare(
+        self,
+        conn: psycopg.Connection[Any],
+        items: list[Candidate | Failure],
+        *,
+        end_offset: int,
+        next_record: int,
+    ) -> PreparedChunk:
+        """Stage a chunk, resolve its customers and coupons, and run the checks that earlier
+        rows cannot change (701 to 735); takes no lock.
+
+        The transaction stays open on `conn` (the staged rows live in it) until `commit` or
+        `abandon`. A coupon revoked or a customer added between the two phases is seen as it
+        was here, as if the chunk had run just before that change.
+        """
+        candidates = [item for item in items if isinstance(item, Candidate)]
+        failures = [item for item in items if isinstance(item, Failure)]
+        survivors: list[Survivor] = []
+        try:
+            conn.execute("SELECT set_config('app.org_id', %s, true)", (str(self.org_id),))
+            if candidates:
+                self._stage(conn, candidates)
+                params = {"org": self.org_id, "series": self.series.id}
+                resolved = {row[0]: row for row in conn.execute(self._resolve_sql, params)}
+                late, survivors = self._static_checks(candidates, resolved)
+                failures.extend(late)
+        except BaseException:
+            _rollback(conn)
+            raise
+        return PreparedChunk(conn, len(items), failures, survivors, end_offset, next_record)
+
+    def commit(self, prepared: PreparedChunk) -> ChunkOutcome:
+        """Decide and apply a prepared chunk and commit it, or raise LeaseLost; a pending
+        cancel ends the job instead and applies nothing of the chunk."""
+        conn = prepared.conn
+        try:
+            outcome = self._commit(prepared)
+            conn.commit()
+        except BaseException:
+            _rollback(conn)
+            raise
         return outcome
 
-    def _apply_candidates(self, candidates: list[Candidate]) -> list[Failure]:
-        conn = self.conn
-        series = self.series
-        params: dict[str, object] = {
-            "org": self.org_id,
-            "series": series.id,
-            "job": self.job_id,
-            "same_user_ok": series.same_user_multiple_redeem,
-        }
-        with conn.cursor() as cur:
-            with cur.copy(
+    def abandon(self, prepared: PreparedChunk) -> None:
+        """Give up a prepared chunk: nothing of it is kept."""
+        _rollback(prepared.conn)
+
+    def _stage(self, conn: psycopg.Connection[Any], candidates: list[Candidate]) -> None:
+        with (
+            conn.cursor() as cur,
+            cur.copy(
                 "COPY br_stage (row_number, user_id, customer_key, coupon_id, coupon_code,"
                 " redeemed_ms, till_id, bill_id, bill_number, details) FROM STDIN"
-            ) as copy:
-                for c in candidates:
-                    copy.write_row(
-                        (
-                            c.row_number,
-                            c.user_id,
-                            c.customer_key,
-                            c.coupon_id,
-                            c.coupon_code,
-                            c.redeemed_ms,
-                            c.till_id,
-                            c.bill_id,
-                            c.bill_number,
-                            c.details,
-                        )
+            ) as copy,
+        ):
+            for c in candidates:
+                copy.write_row(
+                    (
+                        c.row_number,
+                        c.user_id,
+                        c.customer_key,
+                        c.coupon_id,
+                        c.coupon_code,
+                        c.redeemed_ms,
+                        c.till_id,
+                        c.bill_id,
+                        c.bill_number,
+                        c.details,
                     )
+                )
 
+    def _commit(self, prepared: PreparedChunk) -> ChunkOutcome:
+        conn = prepared.conn
+        # Fencing: the job row stays locked until this chunk commits, so nobody can take the
+        # lease over half-way through.
+        row = conn.execute(
+            """
+            SELECT cancel_requested FROM upload_jobs
+            WHERE id = %s AND lease_owner = %s AND status = 'RUNNING'
+            FOR UPDATE
+            """,
+            (self.job_id, self.token),
+        ).fetchone()
+        if row is None:
+            raise LeaseLost(self.job_id)
+        if row[0]:
+            conn.execute(
+                """
+                UPDATE upload_jobs SET status = 'CANCELLED', finished_at = now(),
+                    updated_at = now(), lease_owner = NULL, lease_expires_at = NULL
+                WHERE id = %s
+                """,
+                (self.job_id,),
+            )
+            return ChunkOutcome(cancelled=True)
+
+        failures = list(prepared.failures)
+        accepted: list[tuple[int, int, int]] = []
+        if prepared.survivors:
+            late, accepted = self._decide_and_insert(conn, prepared.survivors)
+            failures.extend(late)
+        outcome = ChunkOutcome(
+            succeeded=len(accepted),
+            failed=len(failures),
+            error_counts=Counter(int(f.code) for f in failures),
+        )
+        if failures:
+            with conn.cursor() as cur:
+                with cur.copy("COPY br_err (row_number, code, message, cells) FROM STDIN") as copy:
+                    for f in failures:
+                        copy.write_row((f.row_number, int(f.code), f.message, f.cells))
+                cur.execute(
+                    """
+                    INSERT INTO job_row_errors (job_id, row_number, org_id, code, message, cells)
+                    SELECT %(job)s, row_number, %(org)s, code, message, cells FROM br_err
+                    """,
+                    {"job": self.job_id, "org": self.org_id},
+                )
+        conn.execute(
+            """
+            UPDATE upload_jobs SET
+                rows_processed = rows_processed + %(processed)s,
+                rows_succeeded = rows_succeeded + %(succeeded)s,
+                rows_failed = rows_failed + %(failed)s,
+                error_counts = (
+                    SELECT coalesce(jsonb_object_agg(key, total), '{}'::jsonb) FROM (
+                        SELECT key, sum(value::bigint) AS total FROM (
+                            SELECT * FROM jsonb_each_text(error_counts)
+                            UNION ALL
+                            SELECT * FROM jsonb_each_text(%(counts)s::jsonb)
+                        ) parts GROUP BY key
+                    ) merged
+                ),
+                bytes_processed = %(offset)s,
+                next_record = %(next_record)s,
+                lease_expires_at = now() + make_interval(secs => %(lease)s),
+                updated_at = now()
+            WHERE id = %(job)s
+            """,
+            {
+                "processed": prepared.processed,
+                "succeeded": outcome.succeeded,
+                "failed": outcome.failed,
+                "counts": Jsonb({str(k): v for k, v in outcome.error_counts.items()}),
+                "offset": prepared.end_offset,
+                "next_record": prepared.next_record,
+                "lease": self.lease_seconds,
+                "job": self.job_id,
+            },
+        )
+        return outcome
+
+    def _decide_and_insert(
+        self, conn: psycopg.Connection[Any], survivors: list[Survivor]
+    ) -> tuple[list[Failure], list[tuple[int, int, int]]]:
+        series = self.series
+        params: dict[str, object] = {"org": self.org_id, "series": series.id, "job": self.job_id}
+        with conn.cursor() as cur:
             # Lock order everywhere: job row, then series. One chunk of a series at a time: a
             # row lock on the series, held to the commit, keeps racing jobs of the series (the
             # only ones that can touch its coupons, or its customers' series counts) out of
             # each other's chunks. It is one row lock a chunk, where locking each coupon cost
             # ~100 ms a chunk of 10,000 rows; NO KEY UPDATE lets the foreign-key checks of new
             # jobs (KEY SHARE) through. The reads below come after it, in new statements, so
-            # they see all that racing jobs committed.
+            # they see all that racing jobs, and this job's previous chunk, committed.
             cur.execute("SELECT 1 FROM coupon_series WHERE id = %s FOR NO KEY UPDATE", (series.id,))
-            cur.execute(self._facts_sql, params)
-            facts = {row[0]: row for row in cur.fetchall()}
+            cur.execute(
+                """
+                SELECT coupon_id, redemption_count FROM coupon_counters
+                WHERE coupon_id = ANY(%s) AND redemption_count > 0
+                """,
+                (list({s.coupon_id for s in survivors}),),
+            )
+            counts: dict[int, int] = dict(cur.fetchall())
+            # A coupon never redeemed (most of a bulk load) can have neither a duplicate nor
+            # an earlier redemption by this customer: only the others are probed.
+            probes: dict[int, tuple[bool, bool]] = {}
+            redeemed = [s for s in survivors if s.coupon_id in counts]
+            if redeemed:
+                cur.execute(
+                    """
+                    SELECT a.row_number, dup.hit IS NOT NULL, same.hit IS NOT NULL
+                    FROM unnest(%(rows)s::bigint[], %(coupons)s::bigint[],
+                                %(customers)s::bigint[]) AS a(row_number, coupon_id, customer_id)
+                    JOIN br_stage s ON s.row_number = a.row_number
+                    LEFT JOIN LATERAL (
+                        SELECT true AS hit FROM redemptions r
+                        WHERE r.coupon_id = a.coupon_id AND r.redeemed_ms = s.redeemed_ms
+                          AND r.till_id = s.till_id AND r.bill_id = s.bill_id
+                          AND r.bill_number = s.bill_number
+                        LIMIT 1
+                    ) dup ON true
+                    LEFT JOIN LATERAL (
+                        SELECT true AS hit FROM redemptions r
+                        WHERE NOT %(same_user_ok)s
+                          AND r.coupon_id = a.coupon_id AND r.customer_id = a.customer_id
+                        LIMIT 1
+                    ) same ON true
+                    """,
+                    {
+                        "rows": [s.candidate.row_number for s in redeemed],
+                        "coupons": [s.coupon_id for s in redeemed],
+                        "customers": [s.customer_id for s in redeemed],
+                        "same_user_ok": series.same_user_multiple_redeem,
+                    },
+                )
+                probes = {row[0]: (row[1], row[2]) for row in cur.fetchall()}
             customer_counts: dict[int, int] = {}
             if series.max_per_customer is not None:
-                customers = list({row[1] for row in facts.values() if row[1] is not None})
                 cur.execute(
                     """
                     SELECT customer_id, count(*) FROM redemptions
                     WHERE series_id = %s AND customer_id = ANY(%s)
                     GROUP BY customer_id
                     """,
-                    (series.id, customers),
+                    (series.id, list({s.customer_id for s in survivors})),
                 )
                 customer_counts = dict(cur.fetchall())
-
-            failures, accepted = self._decide(candidates, facts, customer_counts)
+            failures, accepted = self._limit_checks(survivors, counts, probes, customer_counts)
 
             if accepted:
                 # Only the decisions travel back: the rows themselves are staged already.
@@ -341,39 +444,26 @@ class ChunkApplier:
                     """,
                     params,
                 )
-        return failures
+        return failures, accepted
 
-    def _decide(
-        self,
-        candidates: list[Candidate],
-        facts: dict[int, tuple[Any, ...]],
-        customer_counts: dict[int, int],
-    ) -> tuple[list[Failure], list[tuple[int, int, int]]]:
-        """The checks that depend on the data, in precedence order and in file order."""
+    def _static_checks(
+        self, candidates: list[Candidate], resolved: dict[int, tuple[Any, ...]]
+    ) -> tuple[list[Failure], list[Survivor]]:
+        """701 to 735, in precedence order: what the row and the reference data decide alone."""
         series = self.series
         fail = self.checker.failure_of
         failures: list[Failure] = []
-        accepted: list[tuple[int, int, int]] = []  # (row number, coupon id, customer id)
-        used: dict[int, int] = {}  # coupon id -> redemptions so far, this chunk included
-        seen_keys: set[tuple[int, int, str, str, str]] = set()
-        seen_pairs: set[tuple[int, int]] = set()
-        max_coupon = series.max_per_coupon
-        max_customer = series.max_per_customer
+        survivors: list[Survivor] = []
         for cand in candidates:
-            _, customer_id, coupon_id, issued_to, expires_ms, revoked, count, dup, same_user = (
-                facts[cand.row_number]
-            )
+            _, customer_id, coupon_id, issued_to, expires_ms, revoked = resolved[cand.row_number]
             ms = cand.redeemed_ms
             if customer_id is None:
                 failures.append(fail(cand, RowError.CUSTOMER_NOT_FOUND, self._who(cand)))
-                continue
-            if coupon_id is None:
+            elif coupon_id is None:
                 failures.append(fail(cand, RowError.COUPON_NOT_FOUND, self._what(cand)))
-                continue
-            if revoked:
+            elif revoked:
                 failures.append(fail(cand, RowError.COUPON_REVOKED, "the coupon is revoked"))
-                continue
-            if not series.any_user and issued_to != customer_id:
+            elif not series.any_user and issued_to != customer_id:
                 failures.append(
                     fail(
                         cand,
@@ -381,8 +471,7 @@ class ChunkApplier:
                         f"coupon {coupon_id} is not issued to customer {customer_id}",
                     )
                 )
-                continue
-            if (series.valid_from_ms is not None and ms < series.valid_from_ms) or (
+            elif (series.valid_from_ms is not None and ms < series.valid_from_ms) or (
                 series.valid_till_ms is not None and ms > series.valid_till_ms
             ):
                 failures.append(
@@ -392,13 +481,11 @@ class ChunkApplier:
                         "the series is not valid on the redemption date",
                     )
                 )
-                continue
-            if expires_ms is not None and ms > expires_ms:
+            elif expires_ms is not None and ms > expires_ms:
                 failures.append(
                     fail(cand, RowError.COUPON_EXPIRED, "the coupon had expired by then")
                 )
-                continue
-            if series.allowed_tills is not None and cand.till_id not in series.allowed_tills:
+            elif series.allowed_tills is not None and cand.till_id not in series.allowed_tills:
                 failures.append(
                     fail(
                         cand,
@@ -406,8 +493,41 @@ class ChunkApplier:
                         f"till {cand.till_id!r} may not redeem this series",
                     )
                 )
-                continue
-            key = (coupon_id, ms, cand.till_id, cand.bill_id, cand.bill_number)
+            else:
+                survivors.append(Survivor(cand, customer_id, coupon_id))
+        return failures, survivors
+
+    def _limit_checks(
+        self,
+        survivors: list[Survivor],
+        counts: dict[int, int],
+        probes: dict[int, tuple[bool, bool]],
+        customer_counts: dict[int, int],
+    ) -> tuple[list[Failure], list[tuple[int, int, int]]]:
+        """790 to 736, in precedence order and in file order: what earlier rows decide.
+
+        `counts` holds the coupons' redemptions so far (absent: none), `probes` the rows of
+        redeemed coupons that meet a recorded duplicate / an earlier redemption by the same
+        customer, `customer_counts` the customers' redemptions in the series (when limited).
+        """
+        series = self.series
+        fail = self.checker.failure_of
+        failures: list[Failure] = []
+        accepted: list[tuple[int, int, int]] = []  # (row number, coupon id, customer id)
+        used: dict[int, int] = {}  # coupon id -> redemptions so far, this chunk included
+        seen_keys: set[tuple[int, int, str, str, str]] = set()
+        seen_pairs: set[tuple[int, int]] = set()
+        max_coupon = series.max_per_coupon
+        max_customer = series.max_per_customer
+        no_probe = (False, False)
+        for survivor in survivors:
+            cand, customer_id, coupon_id = (
+                survivor.candidate,
+                survivor.customer_id,
+                survivor.coupon_id,
+            )
+            dup, same_user = probes.get(cand.row_number, no_probe)
+            key = (coupon_id, cand.redeemed_ms, cand.till_id, cand.bill_id, cand.bill_number)
             if dup or key in seen_keys:
                 failures.append(
                     fail(
@@ -427,7 +547,9 @@ class ChunkApplier:
                     )
                 )
                 continue
-            so_far = used.get(coupon_id, count)
+            so_far = used.get(coupon_id)
+            if so_far is None:
+                so_far = counts.get(coupon_id, 0)
             if max_coupon is not None and so_far >= max_coupon:
                 if max_coupon == 1:
                     failures.append(
@@ -472,15 +594,8 @@ class ChunkApplier:
             return f"no coupon with couponId {cand.coupon_id} in series {self.series.id}"
         return f"no coupon with code {cand.coupon_code!r} in series {self.series.id}"
 
-    def _record_failures(self, failures: list[Failure]) -> None:
-        with self.conn.cursor() as cur:
-            with cur.copy("COPY br_err (row_number, code, message, cells) FROM STDIN") as copy:
-                for f in failures:
-                    copy.write_row((f.row_number, int(f.code), f.message, f.cells))
-            cur.execute(
-                """
-                INSERT INTO job_row_errors (job_id, row_number, org_id, code, message, cells)
-                SELECT %(job)s, row_number, %(org)s, code, message, cells FROM br_err
-                """,
-                {"job": self.job_id, "org": self.org_id},
-            )
+
+def _rollback(conn: psycopg.Connection[Any]) -> None:
+    """Roll back, unless the connection is already gone (closing it rolls back anyway)."""
+    with contextlib.suppress(psycopg.Error):
+        conn.rollback()

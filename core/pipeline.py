@@ -12,13 +12,20 @@ import threading
 import time
 import uuid
 from collections.abc import Generator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, BinaryIO
 
 from core import jobs
-from core.apply import ChunkApplier, LeaseLost, load_series, prepare_connection
+from core.apply import (
+    ChunkApplier,
+    LeaseLost,
+    PreparedChunk,
+    load_series,
+    prepare_connection,
+)
 from core.csvstream import read_records, sniff_encoding
 from core.db import get_engine, set_org, transaction
 from core.prefetch import prefetched
@@ -106,6 +113,14 @@ def _heartbeat(job_id: int, org_id: int, token: str) -> Iterator[None]:
 
 
 def _process(job: jobs.ClaimedJob, token: str, deadline: float) -> SliceResult:
+    """Apply chunks until the file ends, the job is cancelled or the slice's time is up.
+
+    Two connections take turns: while chunk i commits on one, chunk i+1 is staged, resolved
+    and given its static checks on the other, in a thread (psycopg releases the GIL while it
+    waits). What earlier rows decide (duplicates, limits) is read and checked only in
+    `commit`, under the series lock, once chunk i has committed: the chunks still apply one
+    at a time, in file order.
+    """
     settings = get_settings()
     mapping = Mapping(
         columns=dict(job.upload_headers),
@@ -113,16 +128,18 @@ def _process(job: jobs.ClaimedJob, token: str, deadline: float) -> SliceResult:
         coupon=CouponIdentifier(job.coupon_identifier),
     )
     checker = RowChecker(mapping, job.created_at_ms, job.report_width)
-    raw_conn = get_engine().raw_connection()
+    engine = get_engine()
+    raw_conns = [engine.raw_connection(), engine.raw_connection()]
     try:
-        conn: Any = raw_conn.driver_connection
-        conn.rollback()
-        prepare_connection(conn)
-        with conn.transaction():
-            conn.execute("SELECT set_config('app.org_id', %s, true)", (str(job.org_id),))
-            series = load_series(conn, job.series_id)
+        conns: list[Any] = [raw.driver_connection for raw in raw_conns]
+        for conn in conns:
+            conn.rollback()
+            prepare_connection(conn)
+        with conns[0].transaction():
+            conns[0].execute("SELECT set_config('app.org_id', %s, true)", (str(job.org_id),))
+            series = load_series(conns[0], job.series_id)
         applier = ChunkApplier(
-            conn,
+            conns[0],
             job_id=job.id,
             org_id=job.org_id,
             token=token,
@@ -131,22 +148,55 @@ def _process(job: jobs.ClaimedJob, token: str, deadline: float) -> SliceResult:
             customer_key=mapping.customer.key,
             lease_seconds=settings.lease_seconds,
         )
+
+        def prepare(turn: int, chunk: Chunk) -> PreparedChunk:
+            return applier.prepare(
+                conns[turn % 2],
+                chunk.items,
+                end_offset=chunk.end_offset,
+                next_record=chunk.next_record,
+            )
+
         with (
             get_storage().open(job.storage_key, job.bytes_processed) as stream,
             prefetched(_chunks(stream, job, checker, settings.chunk_rows)) as chunks,
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare") as ahead,
         ):
-            for chunk in chunks:
-                outcome = applier.apply(
-                    chunk.items, end_offset=chunk.end_offset, next_record=chunk.next_record
-                )
-                if outcome.cancelled:
-                    return SliceResult.DONE
-                # Hand the rest on, unless there is no rest.
-                if time.monotonic() >= deadline and chunk.end_offset < job.file_size:
-                    with transaction(job.org_id) as session:
-                        if not jobs.hand_off(session, job.id, token):
-                            raise LeaseLost(job.id)
-                    return SliceResult.MORE
+            first = next(chunks, None)
+            ended = first is None  # no chunk is left in the file
+            pending: Future[PreparedChunk] | None = (
+                None if first is None else ahead.submit(prepare, 0, first)
+            )
+            turn = 0
+            try:
+                while pending is not None:
+                    prepared = pending.result()
+                    pending = None
+                    # Start the next chunk before this one commits, unless the slice is over.
+                    if time.monotonic() < deadline:
+                        following = next(chunks, None)
+                        if following is None:
+                            ended = True
+                        else:
+                            pending = ahead.submit(prepare, turn + 1, following)
+                    outcome = applier.commit(prepared)
+                    if outcome.cancelled:
+                        return SliceResult.DONE
+                    turn += 1
+            finally:
+                if pending is not None:
+                    # A chunk prepared for nothing (cancelled, lease lost, an error): keep
+                    # nothing of it.
+                    try:
+                        applier.abandon(pending.result())
+                    except Exception:
+                        log.warning("job %s: abandoning a prepared chunk", job.id, exc_info=True)
+            # The slice's time is up: hand the rest on, unless there is no rest.
+            if not ended and prepared.end_offset < job.file_size:
+                with transaction(job.org_id) as session:
+                    if not jobs.hand_off(session, job.id, token):
+                        raise LeaseLost(job.id)
+                return SliceResult.MORE
         with transaction(job.org_id) as session:
             status = jobs.finish(session, job.id, token)
         if status is None:
@@ -154,7 +204,8 @@ def _process(job: jobs.ClaimedJob, token: str, deadline: float) -> SliceResult:
         log.info("job %s: %s", job.id, status)
         return SliceResult.DONE
     finally:
-        raw_conn.close()
+        for raw in raw_conns:
+            raw.close()
 
 
 @dataclass(slots=True)
