@@ -257,13 +257,14 @@ def judge(form: UploadForm, sink: FileSink) -> UploadPlan:
 
 
 def fingerprint(org_id: int, series_id: int, form: UploadForm, sha256: str) -> str:
-    """What makes two requests "the same" for Idempotency-Key, whatever the multipart boundary."""
+    """What makes two requests "the same" for Idempotency-Key, whatever the multipart boundary:
+    org, series, form fields and the file's SHA-256 (DESIGN.md), not the file's name, so a
+    client that retries with the same bytes under another temporary name gets its job back."""
     payload = json.dumps(
         {
             "org": org_id,
             "series": series_id,
             "fields": sorted(form.fields.items()),
-            "fileName": form.file_name,
             "sha256": sha256,
         }
     )

@@ -344,6 +344,10 @@ def test_idempotency_key_gives_the_same_job_and_409_for_another_request(
     key = {"Idempotency-Key": "batch-2026-11-25"}
     first = job_id_of(post(client, auth, series, GOOD, headers=key))
     assert job_id_of(post(client, auth, series, GOOD, headers=key)) == first
+    # The same bytes under another name are the same request (DESIGN.md: org, series, form
+    # fields and the file's SHA-256).
+    renamed = post(client, auth, series, GOOD, headers=key, file_name="retry-1234.csv")
+    assert job_id_of(renamed) == first
     changed = post(client, auth, series, GOOD + b"\n", headers=key)
     assert_error(changed, 409, "Idempotency-Key", "different request")
     other_fields = post(client, auth, series, GOOD, headers=key, fields={"details": "x"})
