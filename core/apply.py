@@ -113,14 +113,22 @@ CREATE TEMP TABLE IF NOT EXISTS br_err (
 """
 
 
+# What bounds a slice in time under the solo pool, where Celery's time limits do nothing: a
+# chunk's handful of statements, each at most this long (a 10,000-row statement takes well
+# under a second, a wait for another job's chunk of the series a second or two), stays far
+# under the broker's visibility timeout (worker/app.py).
+STATEMENT_TIMEOUT_SECONDS = 120
+IDLE_IN_TRANSACTION_SECONDS = 60
+
+
 def prepare_connection(conn: psycopg.Connection[Any]) -> None:
     with conn.transaction():
         conn.execute("SET LOCAL client_min_messages = warning")
         conn.execute(_STAGING)
     # A worker frozen inside a chunk (stopped, partitioned) must not keep the job row locked,
     # and with it the job, for ever: Postgres ends such a session and the lease can lapse.
-    conn.execute("SET idle_in_transaction_session_timeout = '60s'")
-    conn.execute("SET statement_timeout = '10min'")
+    conn.execute(f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION_SECONDS}s'")
+    conn.execute(f"SET statement_timeout = '{STATEMENT_TIMEOUT_SECONDS}s'")
     conn.commit()
 
 

@@ -8,7 +8,8 @@ import pytest
 from sqlalchemy import text
 
 from core import retention
-from core.db import admin_transaction
+from core.apply import IDLE_IN_TRANSACTION_SECONDS, STATEMENT_TIMEOUT_SECONDS, prepare_connection
+from core.db import admin_transaction, get_engine
 from core.settings import get_settings
 from core.storage import get_storage
 from tests.factories import SAMPLE_MS, create_job, create_series
@@ -22,7 +23,9 @@ def test_celery_is_configured_for_late_acks_and_short_tasks(database_url: str) -
     assert conf.task_reject_on_worker_lost is True
     assert conf.worker_prefetch_multiplier == 1
     visibility = conf.broker_transport_options["visibility_timeout"]
-    # A task never outlives the visibility timeout, so Redis never re-delivers a live task.
+    # A task never outlives the visibility timeout, so Redis never re-delivers a live task:
+    # under prefork by Celery's limits, under the solo pool (what runs) by Postgres's timeouts
+    # on every statement and every pause inside a chunk's transaction.
     assert conf.task_soft_time_limit < conf.task_time_limit < visibility
     # A slice is far shorter than the time limits, and the lease renews several times a lease.
     assert get_settings().slice_seconds * 4 <= conf.task_soft_time_limit
@@ -31,6 +34,36 @@ def test_celery_is_configured_for_late_acks_and_short_tasks(database_url: str) -
         "bulkredeem.sweep",
         "bulkredeem.purge_files",
     }
+
+
+def test_a_workers_connection_bounds_every_statement_and_pause_under_the_visibility_timeout(
+    database_url: str,
+) -> None:
+    """Under the solo pool Celery enforces no time limit: Postgres's timeouts bound a slice."""
+    from worker.app import celery_app
+
+    visibility = celery_app.conf.broker_transport_options["visibility_timeout"]
+    raw = get_engine().raw_connection()
+    try:
+        conn = raw.driver_connection
+        conn.rollback()
+        prepare_connection(conn)
+        seconds = {}
+        for name in ("statement_timeout", "idle_in_transaction_session_timeout"):
+            row = conn.execute(
+                "SELECT setting::int / 1000 FROM pg_settings WHERE name = %s", (name,)
+            ).fetchone()
+            seconds[name] = row[0]
+        conn.rollback()
+    finally:
+        raw.close()
+    assert seconds == {
+        "statement_timeout": STATEMENT_TIMEOUT_SECONDS,
+        "idle_in_transaction_session_timeout": IDLE_IN_TRANSACTION_SECONDS,
+    }
+    # A chunk is a handful of statements: even at their limits it ends long before Redis
+    # would hand its message to another worker.
+    assert 0 < 10 * STATEMENT_TIMEOUT_SECONDS + IDLE_IN_TRANSACTION_SECONDS < visibility
 
 
 def test_old_files_are_purged_but_jobs_and_row_errors_stay(

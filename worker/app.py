@@ -20,8 +20,12 @@ celery_app.conf.update(
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
-    # A slice runs for slice_seconds; the hard limit stays well under the visibility timeout,
-    # so Redis never hands out a message whose task is still running.
+    # A slice runs for slice_seconds and then one chunk at most. The workers run the solo
+    # pool (make run, compose, tests), where Celery enforces no time limit: there a slice is
+    # bounded by its deadline in core/pipeline.py and by Postgres (statement_timeout and
+    # idle_in_transaction_session_timeout, core/apply.py), all far under the visibility
+    # timeout. The limits below take effect under prefork. Should a message still come back
+    # while its task runs, the job's lease makes the second delivery exit without a row.
     task_soft_time_limit=max(60, int(settings.slice_seconds * 4)),
     task_time_limit=max(90, int(settings.slice_seconds * 6)),
     broker_transport_options={"visibility_timeout": 3600},
