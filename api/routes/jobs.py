@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
 from api.deps import OrgTx
 from api.errors import ERROR_RESPONSES
+from api.events import job_events
 from core import jobs, reference, reports
 from core.codes import error_name
 from core.errors import invalid
@@ -44,6 +45,28 @@ def list_jobs(
 def get_job(job_id: JobId, tx: OrgTx) -> dict[str, Any]:
     """The job's status, progress and error summary."""
     return jobs.job_document(jobs.get_job(tx.session, tx.org_id, job_id))
+
+
+@router.get(
+    "/{jobId}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "Server-Sent Events: `job` (the job document) at once and at every "
+            "change, then `end` (the final document) and the stream closes",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        }
+    },
+)
+def job_events_stream(job_id: JobId, tx: OrgTx, request: Request) -> StreamingResponse:
+    """Live progress: the job document at every chunk, and a last event when the job ends."""
+    job = jobs.get_job(tx.session, tx.org_id, job_id)  # another org's job: 404 before streaming
+    return StreamingResponse(
+        job_events(request, tx.org_id, job.id),
+        media_type="text/event-stream",
+        # No caching, and no buffering by a proxy in front (nginx honours X-Accel-Buffering).
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 @router.get("/{jobId}/errors")
