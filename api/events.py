@@ -13,6 +13,7 @@ from starlette.requests import Request
 
 from core import jobs
 from core.db import transaction
+from core.settings import get_settings
 
 POLL_SECONDS = 0.5  # progress commits once a chunk (~0.5 s of work): no point looking more often
 KEEP_ALIVE_SECONDS = 15.0  # a comment line, so that proxies keep an idle stream open
@@ -29,9 +30,11 @@ def _event(name: str, document: dict[str, Any]) -> str:
 
 async def job_events(request: Request, org_id: int, job_id: int) -> AsyncIterator[str]:
     """`job` at once and whenever the job changes, then `end` when it has ended; stops early
-    when the client goes away. Each look is a short transaction of its own."""
+    when the client goes away, or after `events_max_seconds` without an `end` (the client
+    reconnects). Each look is a short transaction of its own."""
     last: tuple[Any, ...] | None = None
-    quiet_since = time.monotonic()
+    quiet_since = started = time.monotonic()
+    give_up = started + get_settings().events_max_seconds
     while True:
         document = await run_in_threadpool(_snapshot, org_id, job_id)
         if document["status"] in jobs.TERMINAL:
@@ -47,5 +50,5 @@ async def job_events(request: Request, org_id: int, job_id: int) -> AsyncIterato
             quiet_since = time.monotonic()
             yield ": keep-alive\n\n"
         await asyncio.sleep(POLL_SECONDS)
-        if await request.is_disconnected():
+        if await request.is_disconnected() or time.monotonic() >= give_up:
             return

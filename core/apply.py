@@ -152,8 +152,13 @@ class ChunkApplier:
         checker: RowChecker,
         customer_key: str,
         lease_seconds: int,
+        dry_run: bool = False,
     ) -> None:
         self.conn = conn
+        # A dry run checks every row as a real run would, against the real redemptions and
+        # its own would-be ones (dry_run_redemptions), and changes neither redemptions nor
+        # counters.
+        self.dry_run = dry_run
         self.job_id = job_id
         self.org_id = org_id
         self.token = token
@@ -297,6 +302,7 @@ class ChunkApplier:
                 """,
                 (self.job_id,),
             )
+            conn.execute("DELETE FROM dry_run_redemptions WHERE job_id = %s", (self.job_id,))
             return ChunkOutcome(cancelled=True)
 
         failures = list(prepared.failures)
@@ -371,10 +377,20 @@ class ChunkApplier:
             cur.execute("SELECT 1 FROM coupon_series WHERE id = %s FOR NO KEY UPDATE", (series.id,))
             cur.execute(
                 """
-                SELECT coupon_id, redemption_count FROM coupon_counters
-                WHERE coupon_id = ANY(%s) AND redemption_count > 0
+                SELECT coupon_id, sum(n)::bigint FROM (
+                    SELECT coupon_id, redemption_count AS n FROM coupon_counters
+                    WHERE coupon_id = ANY(%(coupons)s) AND redemption_count > 0
+                    UNION ALL
+                    SELECT coupon_id, count(*) FROM dry_run_redemptions
+                    WHERE %(dry)s AND job_id = %(job)s AND coupon_id = ANY(%(coupons)s)
+                    GROUP BY coupon_id
+                ) used GROUP BY coupon_id
                 """,
-                (list({s.coupon_id for s in survivors}),),
+                {
+                    "coupons": list({s.coupon_id for s in survivors}),
+                    "dry": self.dry_run,
+                    "job": self.job_id,
+                },
             )
             counts: dict[int, int] = dict(cur.fetchall())
             # A coupon never redeemed (most of a bulk load) can have neither a duplicate nor
@@ -384,7 +400,9 @@ class ChunkApplier:
             if redeemed:
                 cur.execute(
                     """
-                    SELECT a.row_number, dup.hit IS NOT NULL, same.hit IS NOT NULL
+                    SELECT a.row_number,
+                        dup.hit IS NOT NULL OR dry_dup.hit IS NOT NULL,
+                        same.hit IS NOT NULL OR dry_same.hit IS NOT NULL
                     FROM unnest(%(rows)s::bigint[], %(coupons)s::bigint[],
                                 %(customers)s::bigint[]) AS a(row_number, coupon_id, customer_id)
                     JOIN br_stage s ON s.row_number = a.row_number
@@ -401,8 +419,24 @@ class ChunkApplier:
                           AND r.coupon_id = a.coupon_id AND r.customer_id = a.customer_id
                         LIMIT 1
                     ) same ON true
+                    LEFT JOIN LATERAL (
+                        SELECT true AS hit FROM dry_run_redemptions d
+                        WHERE %(dry)s AND d.job_id = %(job)s
+                          AND d.coupon_id = a.coupon_id AND d.redeemed_ms = s.redeemed_ms
+                          AND d.till_id = s.till_id AND d.bill_id = s.bill_id
+                          AND d.bill_number = s.bill_number
+                        LIMIT 1
+                    ) dry_dup ON true
+                    LEFT JOIN LATERAL (
+                        SELECT true AS hit FROM dry_run_redemptions d
+                        WHERE %(dry)s AND NOT %(same_user_ok)s AND d.job_id = %(job)s
+                          AND d.coupon_id = a.coupon_id AND d.customer_id = a.customer_id
+                        LIMIT 1
+                    ) dry_same ON true
                     """,
                     {
+                        "dry": self.dry_run,
+                        "job": self.job_id,
                         "rows": [s.candidate.row_number for s in redeemed],
                         "coupons": [s.coupon_id for s in redeemed],
                         "customers": [s.customer_id for s in redeemed],
@@ -414,11 +448,22 @@ class ChunkApplier:
             if series.max_per_customer is not None:
                 cur.execute(
                     """
-                    SELECT customer_id, count(*) FROM redemptions
-                    WHERE series_id = %s AND customer_id = ANY(%s)
-                    GROUP BY customer_id
+                    SELECT customer_id, sum(n)::bigint FROM (
+                        SELECT customer_id, count(*) AS n FROM redemptions
+                        WHERE series_id = %(series)s AND customer_id = ANY(%(customers)s)
+                        GROUP BY customer_id
+                        UNION ALL
+                        SELECT customer_id, count(*) FROM dry_run_redemptions
+                        WHERE %(dry)s AND job_id = %(job)s AND customer_id = ANY(%(customers)s)
+                        GROUP BY customer_id
+                    ) mine GROUP BY customer_id
                     """,
-                    (series.id, list({s.customer_id for s in survivors})),
+                    {
+                        "series": series.id,
+                        "customers": list({s.customer_id for s in survivors}),
+                        "dry": self.dry_run,
+                        "job": self.job_id,
+                    },
                 )
                 customer_counts = dict(cur.fetchall())
             failures, accepted = self._limit_checks(survivors, counts, probes, customer_counts)
@@ -428,6 +473,21 @@ class ChunkApplier:
                 params["rows"] = [row for row, _, _ in accepted]
                 params["coupons"] = [coupon for _, coupon, _ in accepted]
                 params["customers"] = [customer for _, _, customer in accepted]
+                if self.dry_run:
+                    cur.execute(
+                        """
+                        INSERT INTO dry_run_redemptions (job_id, row_number, org_id, coupon_id,
+                            customer_id, redeemed_ms, till_id, bill_id, bill_number)
+                        SELECT %(job)s, s.row_number, %(org)s, a.coupon_id, a.customer_id,
+                            s.redeemed_ms, s.till_id, s.bill_id, s.bill_number
+                        FROM unnest(%(rows)s::bigint[], %(coupons)s::bigint[],
+                                    %(customers)s::bigint[])
+                            AS a(row_number, coupon_id, customer_id)
+                        JOIN br_stage s ON s.row_number = a.row_number
+                        """,
+                        params,
+                    )
+                    return failures, accepted
                 # One statement: the redemptions and their coupons' counters.
                 cur.execute(
                     """

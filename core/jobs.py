@@ -343,7 +343,15 @@ def finish(session: Session, job_id: int, token: str) -> str | None:
         ),
         {"job_id": job_id, "token": token},
     ).one_or_none()
-    return None if row is None else str(row.status)
+    if row is None:
+        return None
+    discard_dry_run(session, job_id)
+    return str(row.status)
+
+
+def discard_dry_run(session: Session, job_id: int) -> None:
+    """Forget what a dry run would have redeemed (nothing, for a real job)."""
+    session.execute(text("DELETE FROM dry_run_redemptions WHERE job_id = :id"), {"id": job_id})
 
 
 def release(session: Session, job_id: int, token: str, error: str) -> None:
@@ -374,7 +382,10 @@ def fail(session: Session, job_id: int, reason: str, token: str | None = None) -
         ),
         {"job_id": job_id, "reason": reason, "token": token},
     )
-    return bool(getattr(result, "rowcount", 0))
+    failed = bool(getattr(result, "rowcount", 0))
+    if failed:
+        discard_dry_run(session, job_id)
+    return failed
 
 
 # --- the sweeper ---------------------------------------------------------------------------

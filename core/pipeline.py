@@ -147,6 +147,7 @@ def _process(job: jobs.ClaimedJob, token: str, deadline: float) -> SliceResult:
             checker=checker,
             customer_key=mapping.customer.key,
             lease_seconds=settings.lease_seconds,
+            dry_run=job.dry_run,
         )
 
         def prepare(turn: int, chunk: Chunk) -> PreparedChunk:

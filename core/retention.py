@@ -37,4 +37,8 @@ def purge_old_files(batch: int = 500) -> int:
         log.info(
             "purged %d uploaded files older than %d days", purged, settings.file_retention_days
         )
+    with transaction() as session:
+        dry = session.execute(text("SELECT br_purge_dry_runs()")).scalar_one()
+    if dry:
+        log.info("purged %d rows of ended dry runs", dry)
     return purged

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
 
     # Beat.
     sweep_interval_seconds: float = 15.0
+    # A job's event stream closes after this long even if the job goes on (reconnect to
+    # follow it further): no connection lives for ever.
+    events_max_seconds: float = 3600.0
     queued_requeue_seconds: int = 60
     file_retention_days: int = 30
 

@@ -116,6 +116,7 @@ class UploadPlan:
     encoding: str
     report_header: list[str]
     details: str | None
+    dry_run: bool = False
 
 
 def _parse_enum(form: UploadForm, name: str, enum: Any) -> Any:
@@ -129,27 +130,77 @@ def _parse_enum(form: UploadForm, name: str, enum: Any) -> Any:
         raise invalid(name, f"{name} {value!r} is not one of {allowed}") from None
 
 
-def _parse_columns(raw: str | None, mandatory: tuple[str, ...]) -> dict[str, int]:
+def _parse_columns(raw: str | None, mandatory: tuple[str, ...]) -> dict[str, int | str]:
+    """uploadHeaders: each key to a 0-based column index or to a header name."""
     if not raw:
-        raise invalid("uploadHeaders", "uploadHeaders is required: a JSON object of column indices")
+        raise invalid(
+            "uploadHeaders",
+            "uploadHeaders is required: a JSON object of column indices or header names",
+        )
     try:
         parsed = json.loads(raw)
     except ValueError:
         raise invalid("uploadHeaders", "uploadHeaders is not valid JSON") from None
     if not isinstance(parsed, dict) or not parsed:
         raise invalid("uploadHeaders", "uploadHeaders must be a non-empty JSON object")
-    columns: dict[str, int] = {}
-    for key, index in parsed.items():
+    columns: dict[str, int | str] = {}
+    for key, value in parsed.items():
         if key not in COLUMN_KEYS:
             raise invalid(
                 "uploadHeaders",
                 f"uploadHeaders has an unknown key {key!r}; known keys: {', '.join(COLUMN_KEYS)}",
             )
-        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+        named = isinstance(value, str) and bool(_header_key(value))
+        indexed = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        if named or indexed:
+            columns[key] = value
+        else:
             raise invalid(
-                "uploadHeaders", f"uploadHeaders[{key!r}] must be a non-negative integer index"
+                "uploadHeaders",
+                f"uploadHeaders[{key!r}] must be a non-negative integer index or a header name",
             )
-        columns[key] = index
+    missing = [key for key in mandatory if key not in columns]
+    if missing:
+        raise invalid(
+            "uploadHeaders", f"uploadHeaders lacks the mandatory key(s) {', '.join(missing)}"
+        )
+    return columns
+
+
+def _header_key(name: str) -> str:
+    """Header names match case- and space-insensitively: `Mobile No` is `mobileno`."""
+    return "".join(clean(name).split()).casefold()
+
+
+def _resolve_names(columns: dict[str, int | str], header: list[str]) -> dict[str, int]:
+    """Header names in uploadHeaders, as indices of the header row's columns."""
+    where: dict[str, list[int]] = {}
+    for index, cell in enumerate(header):
+        where.setdefault(_header_key(cell), []).append(index)
+    listed = ", ".join(repr(clean(cell)) for cell in header)
+    resolved: dict[str, int] = {}
+    for key, value in columns.items():
+        if isinstance(value, int):
+            resolved[key] = value
+            continue
+        found = where.get(_header_key(value), [])
+        if not found:
+            raise invalid(
+                "uploadHeaders",
+                f"uploadHeaders[{key!r}] names a column {value!r} that the header row lacks; "
+                f"its columns: {listed}",
+            )
+        if len(found) > 1:
+            raise invalid(
+                "uploadHeaders",
+                f"uploadHeaders[{key!r}] names {value!r}, which the header row has "
+                f"{len(found)} times (columns {', '.join(map(str, found))}): use an index",
+            )
+        resolved[key] = found[0]
+    return resolved
+
+
+def _check_distinct(columns: dict[str, int]) -> None:
     seen: dict[int, str] = {}
     for key, index in columns.items():
         if index in seen:
@@ -157,12 +208,6 @@ def _parse_columns(raw: str | None, mandatory: tuple[str, ...]) -> dict[str, int
                 "uploadHeaders", f"uploadHeaders maps {seen[index]!r} and {key!r} to column {index}"
             )
         seen[index] = key
-    missing = [key for key in mandatory if key not in columns]
-    if missing:
-        raise invalid(
-            "uploadHeaders", f"uploadHeaders lacks the mandatory key(s) {', '.join(missing)}"
-        )
-    return columns
 
 
 def _parse_bool(form: UploadForm, name: str) -> bool | None:
@@ -192,11 +237,18 @@ def judge(form: UploadForm, sink: FileSink) -> UploadPlan:
     customer = _parse_enum(form, "customerIdentifier", CustomerIdentifier)
     coupon = _parse_enum(form, "couponIdentifier", CouponIdentifier)
     mandatory = (customer.key, coupon.key, "redeemedDateInMillis", "redeemedAt")
-    columns = _parse_columns(form.get("uploadHeaders"), mandatory)
+    requested = _parse_columns(form.get("uploadHeaders"), mandatory)
+    by_name = any(isinstance(value, str) for value in requested.values())
     delimiter = _parse_delimiter(form)
     has_header = _parse_bool(form, "hasHeader")
-    if _parse_bool(form, "dryRun"):
-        raise invalid("dryRun", "dryRun is not supported yet: nothing was uploaded or applied")
+    if by_name and has_header is False:
+        raise invalid(
+            "uploadHeaders",
+            "uploadHeaders names header columns, but hasHeader is false: use column indices",
+        )
+    if by_name:
+        has_header = True
+    dry_run = bool(_parse_bool(form, "dryRun"))
     if form.get("callbackUrl"):
         raise invalid("callbackUrl", "callbackUrl is not supported yet")
     details = form.fields.get("details", form.fields.get("Details"))
@@ -225,6 +277,9 @@ def judge(form: UploadForm, sink: FileSink) -> UploadPlan:
         records.close()  # while the file is still open
     if first is None:
         raise invalid("file", "the file has no records (only blank lines)")
+    # Without names every value is an index already; _resolve_names passes indices through.
+    columns = _resolve_names(requested, first.cells)
+    _check_distinct(columns)
     width = len(first.cells)
     beyond = sorted((i, k) for k, i in columns.items() if i >= width)
     if beyond:
@@ -253,6 +308,7 @@ def judge(form: UploadForm, sink: FileSink) -> UploadPlan:
         encoding=encoding,
         report_header=report_header,
         details=details,
+        dry_run=dry_run,
     )
 
 
@@ -308,6 +364,7 @@ def create_job(
         encoding=plan.encoding,
         report_header=plan.report_header,
         details=plan.details,
+        dry_run=plan.dry_run,
         idempotency_key=idempotency_key,
         request_fingerprint=request_fingerprint,
         file_name=file_name,

@@ -18,7 +18,7 @@ def upload(
     auth: dict[str, str],
     series_id: int,
     path: Path,
-    upload_headers: dict[str, int] | str,
+    upload_headers: dict[str, Any] | str,
     *,
     customer: str = "MOBILE",
     coupon: str = "COUPON_CODE",

@@ -9,7 +9,14 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.factories import SAMPLE_MS, bulk_customers_and_coupons, create_series, write_csv
+from core.settings import get_settings
+from tests.factories import (
+    SAMPLE_MS,
+    bulk_customers_and_coupons,
+    create_job,
+    create_series,
+    write_csv,
+)
 from tests.helpers import MOBILE_HEADERS, job_id_of, upload, wait_for_job
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -81,3 +88,17 @@ def test_events_of_an_unknown_job_are_404_before_any_stream(
     response = client.get("/v1/jobs/999999999/events", headers=auth)
     assert response.status_code == 404
     assert response.json()["status"]["code"] == 404
+
+
+def test_a_stream_closes_after_its_longest_life_without_an_end(
+    client: TestClient,
+    auth: dict[str, str],
+    org: tuple[int, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    series = create_series(org[0])
+    # Made in core and never enqueued: it stays QUEUED.
+    job = create_job(org[0], series, ["date,till,mobile,code", f"{SAMPLE_MS},T1,1,X"])
+    monkeypatch.setattr(get_settings(), "events_max_seconds", 1.0)
+    events = read_events(client, auth, job)
+    assert [(name, doc["status"]) for name, doc in events] == [("job", "QUEUED")]

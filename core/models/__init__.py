@@ -1,5 +1,5 @@
 from core.models.base import Base
-from core.models.jobs import JOB_STATUSES, JobRowError, UploadJob
+from core.models.jobs import JOB_STATUSES, DryRunRedemption, JobRowError, UploadJob
 from core.models.reference import Coupon, CouponCounter, CouponSeries, Customer, Redemption
 from core.models.tenancy import ApiKey, Org
 
@@ -11,6 +11,7 @@ __all__ = [
     "CouponCounter",
     "CouponSeries",
     "Customer",
+    "DryRunRedemption",
     "JobRowError",
     "Org",
     "Redemption",

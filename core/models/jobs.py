@@ -116,3 +116,26 @@ class JobRowError(Base):
     message: Mapped[str] = mapped_column(Text, nullable=False)
     # The row's raw cells, cut to the report's width, for the errors CSV.
     cells: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False)
+
+
+class DryRunRedemption(Base):
+    """What a dry run would have redeemed: the later rows of the same job check against it as
+    a real run checks against `redemptions`. Deleted when the job ends."""
+
+    __tablename__ = "dry_run_redemptions"
+    __table_args__ = (
+        Index("ix_dry_run_redemptions_job_id_coupon_id", "job_id", "coupon_id"),
+        Index("ix_dry_run_redemptions_job_id_customer_id", "job_id", "customer_id"),
+    )
+
+    job_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("upload_jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    row_number: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    org_id: Mapped[int] = org_fk()
+    coupon_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    customer_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    redeemed_ms: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    till_id: Mapped[str] = mapped_column(Text, nullable=False)
+    bill_id: Mapped[str] = mapped_column(Text, nullable=False)
+    bill_number: Mapped[str] = mapped_column(Text, nullable=False)
