@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
+from cli import client
 from core import keys
 from core import migrate as core_migrate
 from core.db import sqlalchemy_url
@@ -23,7 +24,8 @@ from core.settings import get_settings
 
 app = typer.Typer(
     name="bulkredeem",
-    help="Bulk coupon-redemption imports: administration and local development.",
+    help="Bulk coupon-redemption imports: a client of a running service (upload, jobs, errors, "
+    "series, demo), and administration and local development (migrate, orgs, keys, dev).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
@@ -34,6 +36,18 @@ demo_app = typer.Typer(help="The demo data that `make run` starts with.", no_arg
 app.add_typer(orgs_app, name="orgs")
 app.add_typer(keys_app, name="keys")
 app.add_typer(demo_app, name="demo")
+# The client commands (cli/client.py): they talk to a running service over HTTP, never the DB.
+app.command("upload")(client.upload)
+app.command("errors")(client.errors)
+app.add_typer(client.jobs_app, name="jobs")
+app.add_typer(client.series_app, name="series")
+# Bare `bulkredeem demo` loads the demo data over the API; `demo seed` stays the DB seeder.
+demo_app.callback(
+    invoke_without_command=True,
+    no_args_is_help=False,
+    help="The demo data: `demo` loads it into a running service over the API (the key's org); "
+    "`demo seed` writes it into the database directly, as `make run` does.",
+)(client.demo)
 
 CONNECT_TIMEOUT_SECONDS = 5
 
