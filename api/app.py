@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from api import errors
-from api.routes import jobs, reference, upload
+from api.routes import jobs, reference, ui, upload
 
 
 def create_app() -> FastAPI:
@@ -19,6 +19,7 @@ def create_app() -> FastAPI:
     app.include_router(upload.router)
     app.include_router(jobs.router)
     app.include_router(reference.router)
+    app.include_router(ui.router)
     return app
 
 

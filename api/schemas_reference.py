@@ -122,6 +122,13 @@ class SeriesOut(ResponseBody):
         )
 
 
+class SeriesPageOut(ResponseBody):
+    """A page of series, newest first; `nextCursor` fetches the next one (null: no more)."""
+
+    items: list[SeriesOut]
+    next_cursor: str | None
+
+
 # Coupons
 
 

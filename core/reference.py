@@ -7,6 +7,8 @@ transaction), and refuses bad input with a `DomainError` whose field names the o
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -19,7 +21,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core.errors import DomainError, ErrorKind, FieldProblem, not_found
+from core.errors import DomainError, ErrorKind, FieldProblem, invalid, not_found
 from core.identifiers import normalise_email, normalise_mobile
 from core.models import Coupon, CouponSeries, Customer, Redemption
 
@@ -495,6 +497,34 @@ def get_series(session: Session, org_id: int, series_id: int) -> CouponSeries:
     if series is None:
         raise not_found("coupon series")
     return series
+
+
+def _series_cursor(series_id: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"before": series_id}).encode()).decode()
+
+
+def _before_series(cursor: str) -> int:
+    """The id a cursor of `list_series` points below; anything else is the client's mistake."""
+    try:
+        value = json.loads(base64.urlsafe_b64decode(cursor.encode()))["before"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise invalid("cursor", "cursor is not one this API gave out") from exc
+    # bool is an int to Python, and an id past BIGINT would fail in the database instead.
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_ID:
+        raise invalid("cursor", "cursor is not one this API gave out")
+    return value
+
+
+def list_series(
+    session: Session, org_id: int, *, limit: int = 50, cursor: str | None = None
+) -> tuple[list[CouponSeries], str | None]:
+    """The org's series, newest first, a page at a time (ids only grow, so id order is age)."""
+    query = select(CouponSeries).where(CouponSeries.org_id == org_id)
+    if cursor:
+        query = query.where(CouponSeries.id < _before_series(cursor))
+    rows = list(session.execute(query.order_by(CouponSeries.id.desc()).limit(limit + 1)).scalars())
+    next_cursor = _series_cursor(rows[limit - 1].id) if len(rows) > limit else None
+    return rows[:limit], next_cursor
 
 
 # Coupons

@@ -18,6 +18,7 @@ from api.schemas_reference import (
     CustomersOut,
     SeriesIn,
     SeriesOut,
+    SeriesPageOut,
 )
 from core import reference
 
@@ -39,6 +40,17 @@ def upsert_customers(body: CustomersIn, tx: OrgTx) -> CustomersOut:
 @router.post("/v1/coupon-series", status_code=201)
 def create_series(body: SeriesIn, tx: OrgTx) -> SeriesOut:
     return SeriesOut.of(reference.create_series(tx.session, tx.org_id, body.to_domain()))
+
+
+@router.get("/v1/coupon-series")
+def list_series(
+    tx: OrgTx,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> SeriesPageOut:
+    """The org's coupon series, newest first."""
+    rows, next_cursor = reference.list_series(tx.session, tx.org_id, limit=limit, cursor=cursor)
+    return SeriesPageOut(items=[SeriesOut.of(series) for series in rows], next_cursor=next_cursor)
 
 
 @router.get("/v1/coupon-series/{id}")
