@@ -67,7 +67,6 @@ def upgrade() -> None:
         f"WITH CHECK (org_id = {CURRENT_ORG} OR current_user = {owner})"
     )
 
-
     # A dry run's rows go when its job ends; this catches the ones that ended otherwise (given
     # up by the sweeper, say), across orgs, hence the owner's function.
     op.execute(
