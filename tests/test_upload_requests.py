@@ -98,12 +98,13 @@ CASES: list[tuple[str, dict[str, str], bytes, int, str, tuple[str, ...]]] = [
         ("non-negative",),
     ),
     (
+        # A string is a header name now: "2" is not one of this file's header cells.
         "string index",
         {"uploadHeaders": json.dumps({**MOBILE_HEADERS, "mobile": "2"})},
         GOOD,
         400,
         "uploadHeaders",
-        ("integer",),
+        ("'2'", "header row lacks"),
     ),
     (
         "boolean index",
@@ -152,7 +153,7 @@ CASES: list[tuple[str, dict[str, str], bytes, int, str, tuple[str, ...]]] = [
     ("PNG", {}, PNG, 415, "file", ("PNG",)),
     ("gzip", {}, gzip.compress(GOOD), 415, "file", ("gzip",)),
     ("NUL bytes", {}, GOOD.replace(b"T1", b"T\x001"), 415, "file", ("NUL",)),
-    ("dryRun not supported", {"dryRun": "true"}, GOOD, 400, "dryRun", ("not supported",)),
+    ("dryRun neither true nor false", {"dryRun": "sure"}, GOOD, 400, "dryRun", ("true or false",)),
     (
         "callbackUrl not supported",
         {"callbackUrl": "http://127.0.0.1/x"},
