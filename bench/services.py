@@ -177,7 +177,10 @@ def settle(services: Services, tables: tuple[str, ...] = ("customers", "coupons"
 def reset(services: Services) -> None:
     """Empty what a run writes (redemptions, counters, jobs, row errors); keep reference data."""
     with connect(services.owner_url, autocommit=True) as conn:
-        conn.execute("TRUNCATE redemptions, coupon_counters, job_row_errors, upload_jobs")
+        conn.execute(
+            "TRUNCATE redemptions, coupon_counters, job_row_errors, dry_run_redemptions,"
+            " upload_jobs"
+        )
     settle(services)
 
 
