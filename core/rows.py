@@ -70,9 +70,15 @@ _DIGITS = re.compile(r"[0-9]{1,18}")
 
 
 def clean(cell: str) -> str:
-    """Trim, and drop the `'` that the error report puts before formula-like cells."""
+    """Trim, and drop the `'` that the error report puts before formula-like cells.
+
+    The escape is looked for before trimming too: the report writes a cell of a tab or a CR
+    alone as `'<tab>`, which trimmed first would leave a bare `'` where the original was blank.
+    """
+    if _ESCAPED.match(cell):
+        return cell[1:].strip()
     value = cell.strip()
-    if value[:1] == "'" and _ESCAPED.match(value):
+    if _ESCAPED.match(value):
         value = value[1:].strip()
     return value
 
