@@ -65,11 +65,30 @@ class Settings(BaseSettings):
 
     # Beat.
     sweep_interval_seconds: float = 15.0
+    queued_requeue_seconds: int = 60
+    file_retention_days: int = 30
+
+    # API.
     # A job's event stream closes after this long even if the job goes on (reconnect to
     # follow it further): no connection lives for ever.
     events_max_seconds: float = 3600.0
-    queued_requeue_seconds: int = 60
-    file_retention_days: int = 30
+
+    # Completion webhooks (callbackUrl). Targets in private, loopback and link-local ranges
+    # are refused unless allowed (tests allow loopback for their own receiver).
+    webhook_allow_private: bool = False
+    webhook_timeout_seconds: float = 10.0
+    # Deliveries are retried with exponential backoff for at most this long after the job's end.
+    webhook_retry_seconds: float = 3600.0
+
+    # Storage: STORAGE_URL=s3://bucket/prefix goes through boto3; an endpoint for MinIO or
+    # any S3-compatible store (unset: AWS's), and the region.
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+
+    # Metrics and logs. A worker serves its own /metrics on this port (0: none); the API
+    # serves /metrics itself. Logs are JSON lines unless log_format is "text".
+    worker_metrics_port: int = 0
+    log_format: str = "json"
 
 
 @lru_cache(maxsize=1)
