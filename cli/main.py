@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from cli import client
-from core import keys
+from core import keys, webhooks
 from core import migrate as core_migrate
 from core.db import sqlalchemy_url
 from core.demo import DemoData, DemoSeedError, seed_demo
@@ -159,6 +159,19 @@ def orgs_create(name: Annotated[str, typer.Argument(help="A unique name for the 
     typer.echo(f"key id: {issued.id}")
     typer.echo(f"API key: {issued.key}")
     typer.echo("Store the key now: it is not shown again (only its hash is kept).", err=True)
+
+
+@orgs_app.command("webhook-secret")
+def orgs_webhook_secret(
+    name: Annotated[str, typer.Argument(help="The org whose secret to show.")],
+    rotate: Annotated[
+        bool, typer.Option("--rotate", help="Replace it: later deliveries use the new one.")
+    ] = False,
+) -> None:
+    """Print the secret that signs the org's completion webhooks (made on first use)."""
+    with admin_session() as session:
+        secret = webhooks.admin_secret(session, _org_id(session, name), rotate=rotate)
+    typer.echo(secret)
 
 
 # --- keys --------------------------------------------------------------------------------------

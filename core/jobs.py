@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select, text
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from core.codes import error_name
 from core.errors import DomainError, ErrorKind, not_found
-from core.models import JobRowError, UploadJob
+from core.models import JobRowError, UploadJob, WebhookDelivery
 from core.settings import get_settings
 
 ACTIVE = ("QUEUED", "RUNNING")
@@ -86,8 +86,32 @@ def row_errors(session: Session, job_id: int, *, after_row: int, limit: int) -> 
     )
 
 
-def job_document(job: UploadJob, now: datetime | None = None) -> dict[str, Any]:
-    """The job as GET /v1/jobs/{id} shows it."""
+def callback_document(job: UploadJob) -> dict[str, Any] | None:
+    """The delivery of the job's completion webhook: null without a callbackUrl."""
+    if job.callback_url is None:
+        return None
+    session = object_session(job)
+    delivery = (
+        None
+        if session is None
+        else session.execute(
+            select(WebhookDelivery).where(WebhookDelivery.job_id == job.id)
+        ).scalar_one_or_none()
+    )
+    if delivery is None:  # the job has not ended yet
+        return {"url": job.callback_url, "state": "pending", "attempts": [], "nextAttemptAt": None}
+    return {
+        "url": delivery.url,
+        "state": delivery.state,
+        "attempts": list(delivery.attempts),
+        "nextAttemptAt": iso(delivery.next_attempt_at) if delivery.state == "pending" else None,
+    }
+
+
+def job_document(
+    job: UploadJob, now: datetime | None = None, *, callback: bool = True
+) -> dict[str, Any]:
+    """The job as GET /v1/jobs/{id} shows it (the webhook's body leaves `callback` out)."""
     now = now or datetime.now(UTC)
     total = job.file_size or 0
     done = min(job.bytes_processed, total)
@@ -105,7 +129,7 @@ def job_document(job: UploadJob, now: datetime | None = None) -> dict[str, Any]:
         elif job.status in TERMINAL:
             eta = 0.0
     base = f"/v1/jobs/{job.id}"
-    return {
+    document: dict[str, Any] = {
         "jobId": job.id,
         "couponSeriesId": job.series_id,
         "status": job.status,
@@ -135,6 +159,9 @@ def job_document(job: UploadJob, now: datetime | None = None) -> dict[str, Any]:
         "failureReason": job.failure_reason,
         "links": {"self": base, "errors": f"{base}/errors", "errorsCsv": f"{base}/errors.csv"},
     }
+    if callback:
+        document["callback"] = callback_document(job)
+    return document
 
 
 def capillary_status(job: UploadJob) -> dict[str, Any]:

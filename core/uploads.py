@@ -29,6 +29,7 @@ from core.models import UploadJob
 from core.rows import COLUMN_KEYS, CouponIdentifier, CustomerIdentifier, clean
 from core.settings import get_settings
 from core.storage import BlobWriter, Storage, new_key
+from core.webhooks import validate_callback_url
 
 # What the API keeps of the file's start, for sniffing it (and reading small files whole).
 PREFIX_BYTES = 1 << 20
@@ -117,6 +118,7 @@ class UploadPlan:
     report_header: list[str]
     details: str | None
     dry_run: bool = False
+    callback_url: str | None = None
 
 
 def _parse_enum(form: UploadForm, name: str, enum: Any) -> Any:
@@ -249,8 +251,9 @@ def judge(form: UploadForm, sink: FileSink) -> UploadPlan:
     if by_name:
         has_header = True
     dry_run = bool(_parse_bool(form, "dryRun"))
-    if form.get("callbackUrl"):
-        raise invalid("callbackUrl", "callbackUrl is not supported yet")
+    callback_url = form.get("callbackUrl") or None
+    if callback_url is not None:
+        callback_url = validate_callback_url(callback_url)
     details = form.fields.get("details", form.fields.get("Details"))
     if details is not None and len(details) > MAX_JOB_DETAILS:
         raise invalid("details", f"details is longer than {MAX_JOB_DETAILS} characters")
@@ -309,6 +312,7 @@ def judge(form: UploadForm, sink: FileSink) -> UploadPlan:
         report_header=report_header,
         details=details,
         dry_run=dry_run,
+        callback_url=callback_url,
     )
 
 
@@ -365,6 +369,7 @@ def create_job(
         report_header=plan.report_header,
         details=plan.details,
         dry_run=plan.dry_run,
+        callback_url=plan.callback_url,
         idempotency_key=idempotency_key,
         request_fingerprint=request_fingerprint,
         file_name=file_name,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from core import jobs, pipeline, retention
+from core import jobs, pipeline, retention, webhooks
 from core.db import transaction
 from core.settings import get_settings
 from worker.app import celery_app
@@ -17,16 +17,45 @@ def enqueue_job(job_id: int) -> None:
     process_job.apply_async(args=[job_id], queue=get_settings().queue_name)
 
 
+def enqueue_delivery(job_id: int, countdown: float = 0.0) -> None:
+    """Ring for the job's webhook delivery; a lost message is re-rung by the sweeper."""
+    deliver_webhook.apply_async(
+        args=[job_id], queue=get_settings().queue_name, countdown=countdown or None
+    )
+
+
+def ring_delivery_if_due(job_id: int) -> None:
+    """After the commit that may have ended the job: its webhook, if it has one due."""
+    try:
+        if webhooks.due_now(job_id):
+            enqueue_delivery(job_id)
+    except Exception:
+        log.warning("job %s: could not ring its webhook; the sweeper will", job_id, exc_info=True)
+
+
 @celery_app.task(name="bulkredeem.process_job")
 def process_job(job_id: int) -> str:
     result = pipeline.run_slice(job_id)
     if result is pipeline.SliceResult.MORE:
         enqueue_job(job_id)
     elif result is pipeline.SliceResult.DONE:
+        ring_delivery_if_due(job_id)
         # A place under the org's cap of running jobs is free: start the next in line.
         for waiting in pipeline.next_jobs(job_id):
             enqueue_job(waiting)
+    elif result is pipeline.SliceResult.NOT_CLAIMED:
+        ring_delivery_if_due(job_id)  # a cancel may have ended it between slices
     return result.value
+
+
+@celery_app.task(name="bulkredeem.deliver_webhook")
+def deliver_webhook(job_id: int) -> str:
+    outcome = webhooks.deliver(job_id)
+    if outcome.retry_in is not None:
+        # Exponential backoff: the next attempt is a message with a countdown. Postgres has
+        # its due time, so the sweeper rings again should Redis lose this one.
+        enqueue_delivery(job_id, countdown=outcome.retry_in)
+    return outcome.state
 
 
 @celery_app.task(name="bulkredeem.sweep")
@@ -35,6 +64,11 @@ def sweep() -> list[int]:
         job_ids = jobs.sweep(session)
     for job_id in job_ids:
         enqueue_job(job_id)
+    # After the commit above: jobs the sweeper just gave up on have their deliveries now.
+    with transaction() as session:
+        deliveries = webhooks.sweep(session)
+    for job_id in deliveries:
+        enqueue_delivery(job_id)
     return job_ids
 
 

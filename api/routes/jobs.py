@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
 from api.deps import OrgTx
@@ -15,6 +15,7 @@ from core.codes import error_name
 from core.errors import invalid
 from core.models import JOB_STATUSES
 from core.reference import MAX_ID
+from worker.tasks import ring_delivery_if_due
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
 
@@ -108,6 +109,11 @@ def get_errors_csv(job_id: JobId, tx: OrgTx) -> StreamingResponse:
 
 
 @router.post("/{jobId}/cancel")
-def cancel_job(job_id: JobId, tx: OrgTx) -> dict[str, Any]:
+def cancel_job(job_id: JobId, tx: OrgTx, background: BackgroundTasks) -> dict[str, Any]:
     """Stop the job at its next chunk boundary; rows already applied stay applied."""
-    return jobs.job_document(jobs.request_cancel(tx.session, tx.org_id, job_id))
+    job = jobs.request_cancel(tx.session, tx.org_id, job_id)
+    if job.status == "CANCELLED" and job.callback_url is not None:
+        # A queued job ended here: ring for its webhook once the request has committed
+        # (background tasks run after the response, the transaction before it).
+        background.add_task(ring_delivery_if_due, job.id)
+    return jobs.job_document(job)

@@ -2,8 +2,10 @@ from core.models.base import Base
 from core.models.jobs import JOB_STATUSES, DryRunRedemption, JobRowError, UploadJob
 from core.models.reference import Coupon, CouponCounter, CouponSeries, Customer, Redemption
 from core.models.tenancy import ApiKey, Org
+from core.models.webhooks import DELIVERY_STATES, WebhookDelivery
 
 __all__ = [
+    "DELIVERY_STATES",
     "JOB_STATUSES",
     "ApiKey",
     "Base",
@@ -16,4 +18,5 @@ __all__ = [
     "Org",
     "Redemption",
     "UploadJob",
+    "WebhookDelivery",
 ]

@@ -14,6 +14,9 @@ class Org(Base):
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     name: Mapped[str] = mapped_column(Text, unique=True, nullable=False)
     created_at: Mapped[datetime] = created_at_column()
+    # Signs the org's completion webhooks (HMAC-SHA256): made on first need, shown to the
+    # org's admin by `bulkredeem orgs webhook-secret`.
+    webhook_secret: Mapped[str | None] = mapped_column(Text)
 
 
 class ApiKey(Base):
