@@ -13,6 +13,7 @@ import fcntl
 import importlib
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import signal
@@ -54,7 +55,10 @@ def _pgserver_module() -> Any:
                 # platformdirs warns at import when XDG_RUNTIME_DIR is unset (root, CI); pgserver
                 # then falls back to a temporary directory for its lock, which is fine.
                 warnings.simplefilter("ignore")
-                return importlib.import_module(name)
+                module = importlib.import_module(name)
+            # Its INFO lines (every handle taken and dropped, even at exit) are noise here.
+            logging.getLogger(name).setLevel(logging.WARNING)
+            return module
         except ImportError:
             continue
     raise DevServiceError(

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, BinaryIO
 
-from core import jobs
+from core import jobs, metrics
 from core.apply import (
     ChunkApplier,
     LeaseLost,
@@ -28,6 +28,7 @@ from core.apply import (
 )
 from core.csvstream import read_records, sniff_encoding
 from core.db import get_engine, set_org, transaction
+from core.logs import log_context
 from core.prefetch import prefetched
 from core.rows import Candidate, CouponIdentifier, CustomerIdentifier, Failure, Mapping, RowChecker
 from core.settings import get_settings
@@ -65,22 +66,23 @@ def run_slice(job_id: int, *, slice_seconds: float | None = None) -> SliceResult
         job = jobs.claim(session, job_id, token)
     if job is None:
         return SliceResult.NOT_CLAIMED
-    try:
-        with _heartbeat(job_id, org_id, token):
-            return _process(job, token, time.monotonic() + budget)
-    except LeaseLost:
-        log.warning("job %s: lease lost, stopping without committing", job_id)
-        return SliceResult.LEASE_LOST
-    except FileNotFoundError:
-        with transaction(org_id) as session:
-            jobs.fail(session, job_id, "the uploaded file is no longer stored", token)
-        return SliceResult.DONE
-    except Exception as exc:
-        # Give the lease back at once so that the sweeper retries soon (attempts are counted).
-        log.exception("job %s: slice failed", job_id)
-        with transaction(org_id) as session:
-            jobs.release(session, job_id, token, f"{type(exc).__name__}: {exc}")
-        raise
+    with log_context(job_id=job_id, org_id=org_id):
+        try:
+            with _heartbeat(job_id, org_id, token):
+                return _process(job, token, time.monotonic() + budget)
+        except LeaseLost:
+            log.warning("job %s: lease lost, stopping without committing", job_id)
+            return SliceResult.LEASE_LOST
+        except FileNotFoundError:
+            with transaction(org_id) as session:
+                jobs.fail(session, job_id, "the uploaded file is no longer stored", token)
+            return SliceResult.DONE
+        except Exception as exc:
+            # Give the lease back at once so that the sweeper retries soon (attempts are counted).
+            log.exception("job %s: slice failed", job_id)
+            with transaction(org_id) as session:
+                jobs.release(session, job_id, token, f"{type(exc).__name__}: {exc}")
+            raise
 
 
 @contextmanager
@@ -169,6 +171,7 @@ def _process(job: jobs.ClaimedJob, token: str, deadline: float) -> SliceResult:
                 None if first is None else ahead.submit(prepare, 0, first)
             )
             turn = 0
+            first_record = job.next_record  # where the chunk starts: its name in the logs
             try:
                 while pending is not None:
                     prepared = pending.result()
@@ -180,9 +183,24 @@ def _process(job: jobs.ClaimedJob, token: str, deadline: float) -> SliceResult:
                             ended = True
                         else:
                             pending = ahead.submit(prepare, turn + 1, following)
-                    outcome = applier.commit(prepared)
-                    if outcome.cancelled:
-                        return SliceResult.DONE
+                    with log_context(chunk=first_record):
+                        started = time.monotonic()
+                        outcome = applier.commit(prepared)
+                        seconds = time.monotonic() - started
+                        if outcome.cancelled:
+                            return SliceResult.DONE
+                        metrics.chunk_committed(
+                            seconds, outcome.succeeded, outcome.failed, outcome.error_counts
+                        )
+                        log.info(
+                            "chunk applied",
+                            extra={
+                                "rows": outcome.succeeded + outcome.failed,
+                                "failed": outcome.failed,
+                                "seconds": round(seconds, 3),
+                            },
+                        )
+                    first_record = prepared.next_record
                     turn += 1
             finally:
                 if pending is not None:

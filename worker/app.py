@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    worker_process_init,
+    worker_ready,
+)
+from prometheus_client import start_http_server
 
+from core import logs
 from core.db import dispose_engine
 from core.settings import get_settings
 
@@ -45,3 +53,23 @@ celery_app.conf.update(
 @worker_process_init.connect
 def _fresh_engine_after_fork(**_: Any) -> None:
     dispose_engine()
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _log_format(logger: logging.Logger, **_: Any) -> None:
+    # Celery made the handlers (-l, --logfile); with "text" its own plain lines stay.
+    log_format = get_settings().log_format
+    if log_format != "text":
+        logs.format_handlers(logger, log_format)
+
+
+@worker_ready.connect
+def _serve_metrics(**_: Any) -> None:
+    # Once, in the worker's main process: the solo pool (make run, compose, tests) applies
+    # chunks there too. Under prefork each child counts on its own and this port would show
+    # none of it (that would need prometheus_client's multiprocess mode).
+    port = get_settings().worker_metrics_port
+    if port > 0:
+        start_http_server(port)
+        logging.getLogger(__name__).info("metrics on port %s", port)

@@ -13,7 +13,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from api.deps import OrgTx, UploadOrgId
 from api.errors import ERROR_RESPONSES, UPLOAD_RESPONSES
-from core import jobs, reference, uploads
+from core import jobs, metrics, reference, uploads
 from core.db import transaction
 from core.errors import DomainError, ErrorKind, FieldProblem, invalid
 from core.models import UploadJob
@@ -48,12 +48,20 @@ UPLOAD_BODY = {
                         },
                         "uploadHeaders": {
                             "type": "string",
-                            "description": "JSON object: column key -> 0-based column index",
+                            "description": "JSON object: column key -> 0-based column index"
+                            " or a name of the header row (case and spaces ignored)",
                         },
                         "file": {"type": "string", "format": "binary"},
                         "details": {"type": "string", "maxLength": 1000},
                         "delimiter": {"type": "string"},
                         "hasHeader": {"type": "string", "enum": ["true", "false"]},
+                        "dryRun": {"type": "string", "enum": ["true", "false"]},
+                        "callbackUrl": {
+                            "type": "string",
+                            "maxLength": 2000,
+                            "description": "http(s) URL that gets the signed job document"
+                            " when the job ends",
+                        },
                     },
                 }
             }
@@ -62,6 +70,7 @@ UPLOAD_BODY = {
 }
 
 MAX_FILE_NAME = 255
+PARSE_BLOCK = 1 << 20
 
 
 def _result(
@@ -188,11 +197,20 @@ async def upload_redeemed_coupons(
     reader = _MultipartReader(sink)
     try:
         parser = MultipartParser(boundary, reader.callbacks())
+        # Parsing writes to storage (an S3 part upload, a file write) and judging may resolve
+        # the callbackUrl's host: both in the threadpool, never on the event loop, which keeps
+        # answering polls meanwhile. A MiB at a time keeps the hand-offs few.
+        pending = bytearray()
         async for chunk in request.stream():
-            parser.write(chunk)
-        parser.finalize()
-        sink.commit()
-        plan = uploads.judge(reader.form, sink)
+            pending += chunk
+            if len(pending) >= PARSE_BLOCK:
+                await run_in_threadpool(parser.write, bytes(pending))
+                pending.clear()
+        if pending:
+            await run_in_threadpool(parser.write, bytes(pending))
+        await run_in_threadpool(parser.finalize)
+        await run_in_threadpool(sink.commit)
+        plan = await run_in_threadpool(uploads.judge, reader.form, sink)
     except MultipartParseError as exc:
         sink.discard()
         raise invalid("request", f"the multipart body is malformed: {exc}") from None
@@ -236,6 +254,7 @@ async def upload_redeemed_coupons(
         get_storage().delete(sink.key)
         raise
     if created:
+        metrics.upload_stored(sink.size)
         # After the commit, never before: a worker must find the job it is told about.
         try:
             await run_in_threadpool(enqueue_job, job.id)
