@@ -95,19 +95,6 @@ def format_handlers(logger: logging.Logger, log_format: str) -> None:
         handler.setFormatter(formatter(log_format))
 
 
-class _StderrHandler(logging.Handler):
-    """Writes to whatever sys.stderr is when a record comes (a test runner swaps it, and
-    closes the one it swapped in before atexit hooks log), not the one of install time."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            stream = sys.stderr
-            stream.write(self.format(record) + "\n")
-            stream.flush()
-        except Exception:
-            self.handleError(record)
-
-
 def configure(log_format: str, level: int = logging.INFO) -> None:
     """Root logging to stderr in our format; idempotent, and it keeps others' handlers."""
     root = logging.getLogger()
@@ -115,7 +102,7 @@ def configure(log_format: str, level: int = logging.INFO) -> None:
     if ours:
         handler = ours[0]
     else:
-        handler = _StderrHandler()
+        handler = logging.StreamHandler(sys.stderr)
         handler._bulkredeem = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     handler.setFormatter(formatter(log_format))
