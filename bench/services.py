@@ -177,10 +177,8 @@ def settle(services: Services, tables: tuple[str, ...] = ("customers", "coupons"
 def reset(services: Services) -> None:
     """Empty what a run writes (redemptions, counters, jobs, row errors); keep reference data."""
     with connect(services.owner_url, autocommit=True) as conn:
-        conn.execute(
-            "TRUNCATE redemptions, coupon_counters, job_row_errors, dry_run_redemptions,"
-            " upload_jobs"
-        )
+        # CASCADE: every table that hangs off upload_jobs (row errors, dry runs, webhooks).
+        conn.execute("TRUNCATE redemptions, coupon_counters, upload_jobs CASCADE")
     settle(services)
 
 

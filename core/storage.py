@@ -25,6 +25,10 @@ class BlobWriter(Protocol):
 
 
 class Storage(Protocol):
+    # Whether a write may wait on the network (an S3 part upload): the API then writes from
+    # its threadpool, not from the event loop.
+    writes_block: bool
+
     def writer(self, key: str) -> BlobWriter: ...
     def open(self, key: str, offset: int = 0) -> BinaryIO: ...
     def delete(self, key: str) -> None: ...
@@ -56,6 +60,8 @@ class _LocalWriter:
 
 
 class LocalStorage:
+    writes_block = False
+
     def __init__(self, root: Path) -> None:
         self.root = root
 
@@ -241,6 +247,8 @@ class _S3Reader(io.RawIOBase):
 
 
 class S3Storage:
+    writes_block = True
+
     def __init__(self, client: Any, bucket: str, prefix: str, part_size: int = PART_SIZE) -> None:
         if part_size < 5 << 20:
             raise ValueError("S3 parts are at least 5 MiB")
