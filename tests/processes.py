@@ -79,6 +79,28 @@ def worker(env: dict[str, str], queue: str, log: Path) -> Process:
     return process
 
 
+def api(env: dict[str, str], log: Path) -> tuple[Process, str]:
+    """The API in a uvicorn process of its own on a free loopback port; it and its URL."""
+    port = free_port()
+    process = Process(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "api.app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+        ],
+        env,
+        log,
+    )
+    process.wait_for("Application startup complete", timeout=60)
+    return process, f"http://127.0.0.1:{port}"
+
+
 def beat(env: dict[str, str], directory: Path, log: Path) -> Process:
     schedule = directory / f"beat-{time.monotonic_ns()}"
     process = Process(

@@ -34,6 +34,7 @@ from tests.factories import (
     write_csv,
 )
 from tests.processes import Process, service_env
+from tests.processes import api as start_api
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -47,26 +48,9 @@ def service(
     database_url: str, worker: Process, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """A real API process on the test database, Redis, queue and storage (the worker's)."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("api") / "api.log"
-    process = Process(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "api.app:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-access-log",
-        ],
-        service_env(),
-        log,
-    )
+    process, url = start_api(service_env(), tmp_path_factory.mktemp("api") / "api.log")
     try:
-        process.wait_for("Application startup complete", timeout=60)
-        yield f"http://127.0.0.1:{port}"
+        yield url
     finally:
         process.stop()
 

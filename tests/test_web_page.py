@@ -11,8 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,9 +19,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from cli.devservices import free_port
 from tests.factories import SAMPLE_MS, create_coupon, create_customer, create_series, write_csv
 from tests.processes import Process, service_env
+from tests.processes import api as start_api
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -82,34 +80,8 @@ def base_url(
     database_url: str, worker: Process, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """The API over HTTP, in a uvicorn process of its own on the session's services."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("web") / "api.log"
-    api = Process(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "api.app:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        service_env(),
-        log,
-    )
-    url = f"http://127.0.0.1:{port}"
+    api, url = start_api(service_env(), tmp_path_factory.mktemp("web") / "api.log")
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/", timeout=2, trust_env=False).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if api.popen.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the API did not start:\n{api.text()[-3000:]}")
-            time.sleep(0.1)
         yield url
     finally:
         api.stop()
