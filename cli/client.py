@@ -7,8 +7,6 @@ thin over it and turn its `ClientError`s into one clear line on stderr and exit 
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -26,12 +24,13 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
 from rich.text import Text
 
+from core.csvstream import detect_delimiter, read_records, sniff_encoding
+from core.jobs import TERMINAL
+
 DEFAULT_URL = "http://127.0.0.1:8000"
-TERMINAL = frozenset({"COMPLETED", "COMPLETED_WITH_ERRORS", "FAILED", "CANCELLED"})
 EXIT_BY_STATUS = {"COMPLETED": 0, "COMPLETED_WITH_ERRORS": 2}  # anything else ends 1
 POLL_SECONDS = 0.5
 HEADER_SAMPLE_BYTES = 64 * 1024
-DELIMITERS = (",", ";", "\t", "|")  # the comma first: it wins ties, as on the service
 
 # What `bulkredeem demo` loads (DESIGN.md, Demo data); the ids are whatever the service assigns.
 DEMO_SERIES = "demo"
@@ -447,43 +446,22 @@ def normalised(name: str) -> str:
     return "".join(ch for ch in name.casefold() if ch.isalnum())
 
 
-def _first_line(text: str) -> str:
-    quoted = False
-    for index, ch in enumerate(text):
-        if ch == '"':
-            quoted = not quoted
-        elif ch in "\r\n" and not quoted:
-            return text[:index]
-    return text
-
-
-def detect_delimiter(line: str) -> str:
-    """The candidate seen most often outside quotes; the comma on a tie, as the service does."""
-    counts = dict.fromkeys(DELIMITERS, 0)
-    quoted = False
-    for ch in line:
-        if ch == '"':
-            quoted = not quoted
-        elif not quoted and ch in counts:
-            counts[ch] += 1
-    best = ","
-    for candidate in DELIMITERS:
-        if counts[candidate] > counts[best]:
-            best = candidate
-    return best
-
-
 def read_header_row(path: Path) -> list[str]:
-    """The first record of the file (its header, if it has one), from its first bytes only."""
+    """The file's first record (its header, if it has one), read as the service reads it:
+    the same encoding sniffing, delimiter detection and CSV rules (core/csvstream.py)."""
     with path.open("rb") as handle:
-        head = handle.read(HEADER_SAMPLE_BYTES)
-    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        text = head[: len(head) // 2 * 2].decode("utf-16", "replace")
-    else:
-        text = head.decode("utf-8-sig", "replace")
-    line = _first_line(text)
-    row = next(csv.reader(io.StringIO(line, newline=""), delimiter=detect_delimiter(line)), [])
-    return [cell.strip() for cell in row]
+        encoding, bom = sniff_encoding(handle.read(4))
+        handle.seek(bom)
+        sample = handle.read(HEADER_SAMPLE_BYTES).decode(encoding, "replace")
+        handle.seek(bom)
+        records = read_records(
+            handle, encoding=encoding, delimiter=detect_delimiter(sample), offset=bom
+        )
+        try:
+            first = next((r for r in records if not r.is_blank), None)
+        finally:
+            records.close()
+    return [] if first is None else [cell.strip() for cell in first.cells]
 
 
 def map_header_by_name(
