@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -96,6 +97,23 @@ def bulk_customers_and_coupons(
                 """,
             (org_id, series_id, mobile_base, org_id),
         )
+
+
+def redeemable_file(
+    path: Path,
+    database_url: str,
+    org_id: int,
+    series_id: int,
+    rows: int,
+    *,
+    mobile_base: int,
+    extra: Iterable[Sequence[object]] = (),
+) -> Path:
+    """`rows` customers with a coupon each (bulk_customers_and_coupons) and a CSV (date, till,
+    mobile, code) redeeming every one once, then the `extra` rows."""
+    bulk_customers_and_coupons(database_url, org_id, series_id, rows, mobile_base=mobile_base)
+    good = ((SAMPLE_MS + i, "T1", mobile_base + i, f"C{i:08d}") for i in range(rows))
+    return write_csv(path, ["date", "till", "mobile", "code"], itertools.chain(good, extra))
 
 
 def write_csv(path: Path, header: Sequence[str] | None, rows: Iterable[Sequence[object]]) -> Path:

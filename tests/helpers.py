@@ -11,6 +11,13 @@ from fastapi.testclient import TestClient
 
 TERMINAL = {"COMPLETED", "COMPLETED_WITH_ERRORS", "FAILED", "CANCELLED"}
 MOBILE_HEADERS = {"redeemedDateInMillis": 0, "redeemedAt": 1, "mobile": 2, "couponCode": 3}
+# Every column a sample 2 file has, in its order.
+ALL_COLUMNS_HEADERS = {
+    **MOBILE_HEADERS,
+    "billId": 4,
+    "billNumber": 5,
+    "details": 6,
+}
 
 
 def upload(

@@ -21,17 +21,9 @@ from core.db import admin_transaction
 from core.reports import escape
 from core.rows import clean
 from tests.factories import SAMPLE_MS, create_coupon, create_customer, create_series
-from tests.helpers import all_row_errors, job_id_of, upload, wait_for_job
+from tests.helpers import ALL_COLUMNS_HEADERS, all_row_errors, job_id_of, upload, wait_for_job
 
-HEADERS = {
-    "redeemedDateInMillis": 0,
-    "redeemedAt": 1,
-    "mobile": 2,
-    "couponCode": 3,
-    "billId": 4,
-    "billNumber": 5,
-    "details": 6,
-}
+HEADERS = ALL_COLUMNS_HEADERS
 HEADER_ROW = ["date", "till", "mobile", "code", "bill", "number", "details"]
 MOBILE = "9000000001"
 LEADS = pytest.mark.parametrize("lead", ["\r", "\t"], ids=["cr", "tab"])

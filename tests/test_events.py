@@ -12,9 +12,9 @@ from fastapi.testclient import TestClient
 from core.settings import get_settings
 from tests.factories import (
     SAMPLE_MS,
-    bulk_customers_and_coupons,
     create_job,
     create_series,
+    redeemable_file,
     write_csv,
 )
 from tests.helpers import MOBILE_HEADERS, job_id_of, upload, wait_for_job
@@ -51,11 +51,8 @@ def test_events_carry_progress_at_each_chunk_and_end_with_the_final_document(
     series = create_series(org_id)
     rows = 80_000
     base = 7_000_000_000 + org_id * 1_000_000
-    bulk_customers_and_coupons(database_url, org_id, series, rows, mobile_base=base)
-    path = write_csv(
-        tmp_path / "events.csv",
-        ["date", "till", "mobile", "code"],
-        ((SAMPLE_MS + i, "T1", base + i, f"C{i:08d}") for i in range(rows)),
+    path = redeemable_file(
+        tmp_path / "events.csv", database_url, org_id, series, rows, mobile_base=base
     )
     job = job_id_of(upload(client, auth, series, path, MOBILE_HEADERS))
     events = read_events(client, auth, job)

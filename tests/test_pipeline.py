@@ -16,10 +16,10 @@ from core.db import admin_transaction, transaction
 from tests.conftest import FIXTURES
 from tests.factories import (
     SAMPLE_MS,
-    bulk_customers_and_coupons,
     create_coupon,
     create_customer,
     create_series,
+    redeemable_file,
     write_csv,
 )
 from tests.helpers import MOBILE_HEADERS, all_row_errors, job_id_of, upload, wait_for_job
@@ -292,11 +292,8 @@ def test_multi_use_coupon_used_up_is_714(
 
 def _big_file(org_id: int, series: int, rows: int, tmp_path: Path, database_url: str) -> Path:
     base = 6_000_000_000 + org_id * 1_000_000
-    bulk_customers_and_coupons(database_url, org_id, series, rows, mobile_base=base)
-    return write_csv(
-        tmp_path / "big.csv",
-        ["date", "till", "mobile", "code"],
-        ((SAMPLE_MS + i, "T1", base + i, f"C{i:08d}") for i in range(rows)),
+    return redeemable_file(
+        tmp_path / "big.csv", database_url, org_id, series, rows, mobile_base=base
     )
 
 

@@ -16,19 +16,11 @@ from core import keys
 from core.db import admin_transaction
 from core.settings import get_settings
 from tests.factories import SAMPLE_MS, create_coupon, create_customer, create_series
-from tests.helpers import all_row_errors, job_id_of, upload, wait_for_job
+from tests.helpers import ALL_COLUMNS_HEADERS, all_row_errors, job_id_of, upload, wait_for_job
 
 pytestmark = pytest.mark.usefixtures("worker")
 
-HEADERS = {
-    "redeemedDateInMillis": 0,
-    "redeemedAt": 1,
-    "mobile": 2,
-    "couponCode": 3,
-    "billId": 4,
-    "billNumber": 5,
-    "details": 6,
-}
+HEADERS = ALL_COLUMNS_HEADERS
 
 
 @pytest.mark.parametrize(

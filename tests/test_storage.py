@@ -20,7 +20,7 @@ from core import pipeline
 from core.db import admin_transaction
 from core.settings import get_settings
 from core.storage import PART_SIZE, LocalStorage, S3Storage, Storage, get_storage, new_key
-from tests.factories import SAMPLE_MS, bulk_customers_and_coupons, create_series, write_csv
+from tests.factories import SAMPLE_MS, create_series, redeemable_file
 from tests.helpers import MOBILE_HEADERS, job_id_of, upload
 from tests.s3 import CREDENTIALS, moto_server
 
@@ -290,10 +290,16 @@ def csv_of(
 ) -> Path:
     """`rows` redeemable rows, then `unknown` rows of coupons that do not exist."""
     base = 7_000_000_000 + org_id * 1_000_000
-    bulk_customers_and_coupons(database_url, org_id, series, rows, mobile_base=base)
-    lines = [(SAMPLE_MS + i, "T1", base + i, f"C{i:08d}") for i in range(rows)]
-    lines += [(SAMPLE_MS, "T1", base, f"NOPE{i}") for i in range(unknown)]
-    return write_csv(tmp_path / "upload.csv", ["date", "till", "mobile", "code"], lines)
+    unknowns = [(SAMPLE_MS, "T1", base, f"NOPE{i}") for i in range(unknown)]
+    return redeemable_file(
+        tmp_path / "upload.csv",
+        database_url,
+        org_id,
+        series,
+        rows,
+        mobile_base=base,
+        extra=unknowns,
+    )
 
 
 def test_an_upload_to_s3_runs_to_completion_from_s3(
