@@ -60,6 +60,13 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     get_settings.cache_clear()
     db.dispose_engine()
     migrate.upgrade(url)
+    # The demo's fixed ids (coupon 23456, customer 23599838) first, before any bulk test's
+    # coupons or customers can take them: the tests that seed the demo then pass in any order.
+    from core.db import admin_transaction
+    from core.demo import seed_demo
+
+    with admin_transaction() as session:
+        seed_demo(session)
     yield url
     db.dispose_engine()
     with psycopg.connect(admin, autocommit=True) as conn:
