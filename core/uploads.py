@@ -179,7 +179,6 @@ def _resolve_names(columns: dict[str, int | str], header: list[str]) -> dict[str
     where: dict[str, list[int]] = {}
     for index, cell in enumerate(header):
         where.setdefault(_header_key(cell), []).append(index)
-    listed = ", ".join(repr(clean(cell)) for cell in header)
     resolved: dict[str, int] = {}
     for key, value in columns.items():
         if isinstance(value, int):
@@ -187,6 +186,7 @@ def _resolve_names(columns: dict[str, int | str], header: list[str]) -> dict[str
             continue
         found = where.get(_header_key(value), [])
         if not found:
+            listed = ", ".join(repr(clean(cell)) for cell in header)
             raise invalid(
                 "uploadHeaders",
                 f"uploadHeaders[{key!r}] names a column {value!r} that the header row lacks; "
@@ -280,8 +280,10 @@ def judge(form: UploadForm, sink: FileSink) -> UploadPlan:
         records.close()  # while the file is still open
     if first is None:
         raise invalid("file", "the file has no records (only blank lines)")
-    # Without names every value is an index already; _resolve_names passes indices through.
-    columns = _resolve_names(requested, first.cells)
+    if by_name:
+        columns = _resolve_names(requested, first.cells)
+    else:
+        columns = {key: value for key, value in requested.items() if isinstance(value, int)}
     _check_distinct(columns)
     width = len(first.cells)
     beyond = sorted((i, k) for k, i in columns.items() if i >= width)
