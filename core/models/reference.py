@@ -10,7 +10,6 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     ForeignKey,
-    ForeignKeyConstraint,
     Identity,
     Index,
     Integer,
@@ -32,7 +31,6 @@ class Customer(Base):
         UniqueConstraint("org_id", "external_id"),
         UniqueConstraint("org_id", "mobile"),
         UniqueConstraint("org_id", "email"),
-        UniqueConstraint("id", "org_id"),  # the target of redemptions' composite key
     )
 
     # The customer's id is the `userId` of the API; explicit ids may be given (by default).
@@ -79,8 +77,8 @@ class CouponCounter(Base):
     Updating a counter on `coupons` rewrote the row and all its index entries (~10 ms per 1,000
     rows); this narrow table with one index takes an upsert at a fifth of that. A row exists
     once a coupon is first redeemed; it changes only in the transaction that inserts the
-    redemptions and holds the coupon's row lock. No foreign key, deliberately: its check cost
-    more than the upsert, and the coupon is locked (so it exists) whenever a row is written.
+    redemptions and holds its series' row lock. No foreign key, deliberately: its check cost
+    more than the upsert; deleting a coupon deletes its counter (migration 0007).
     """
 
     __tablename__ = "coupon_counters"
@@ -95,10 +93,7 @@ class CouponCounter(Base):
 
 class Coupon(Base):
     __tablename__ = "coupons"
-    __table_args__ = (
-        UniqueConstraint("series_id", "code"),
-        UniqueConstraint("id", "series_id", "org_id"),  # the target of redemptions' key
-    )
+    __table_args__ = (UniqueConstraint("series_id", "code"),)
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
     org_id: Mapped[int] = org_fk()
@@ -134,17 +129,11 @@ class Redemption(Base):
             "bill_number",
             name="uq_redemptions_natural_key",
         ),
-        Index("ix_redemptions_series_id_customer_id", "series_id", "customer_id"),
-        # Composite keys: one check per row instead of one per column (they dominated the
-        # insert), and a redemption can never pair one org's coupon with another's customer.
-        ForeignKeyConstraint(
-            ["coupon_id", "series_id", "org_id"],
-            ["coupons.id", "coupons.series_id", "coupons.org_id"],
-            ondelete="CASCADE",
-        ),
-        ForeignKeyConstraint(
-            ["customer_id", "org_id"], ["customers.id", "customers.org_id"], ondelete="CASCADE"
-        ),
+        # A customer's redemptions in a series (its limit), and all of them (the cascade).
+        Index("ix_redemptions_customer_id_series_id", "customer_id", "series_id"),
+        # No foreign keys: their per-row checks locked each coupon and customer and cost more
+        # than every index here. Triggers of migration 0007 check each statement's rows (the
+        # coupon in the series and org, the customer in the org) and cascade deletes.
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
