@@ -174,7 +174,8 @@ class ChunkApplier:
         """Each staged row with its customer and its coupon (and the coupon's own rules).
 
         Customer and coupon are resolved by LATERAL probes of their unique indexes: a non-empty
-        userId / couponId decides alone, else the job's identifier column.
+        userId / couponId decides alone, else the job's identifier column. Only columns those
+        indexes carry are read, so the probes are index-only (migration 0007).
         """
         by_key = ""
         if self.customer_column is not None:
@@ -192,11 +193,11 @@ class ChunkApplier:
                 WHERE s.user_id IS NOT NULL AND c.id = s.user_id AND c.org_id = %(org)s{by_key}
             ) cu ON true
             LEFT JOIN LATERAL (
-                SELECT k.* FROM coupons k
+                SELECT k.id, k.issued_to_customer_id, k.expires_at, k.revoked_at FROM coupons k
                 WHERE s.coupon_id IS NOT NULL AND k.id = s.coupon_id
                   AND k.series_id = %(series)s
                 UNION ALL
-                SELECT k.* FROM coupons k
+                SELECT k.id, k.issued_to_customer_id, k.expires_at, k.revoked_at FROM coupons k
                 WHERE s.coupon_id IS NULL AND k.series_id = %(series)s AND k.code = s.coupon_code
             ) k ON true
         """

@@ -28,9 +28,12 @@ from core.models.base import Base, created_at_column, org_fk
 class Customer(Base):
     __tablename__ = "customers"
     __table_args__ = (
-        UniqueConstraint("org_id", "external_id"),
-        UniqueConstraint("org_id", "mobile"),
-        UniqueConstraint("org_id", "email"),
+        # A chunk finds customers by these and reads only the id: INCLUDE makes the look-up
+        # index-only (migration 0007).
+        UniqueConstraint("org_id", "external_id", postgresql_include=["id"]),
+        UniqueConstraint("org_id", "mobile", postgresql_include=["id"]),
+        UniqueConstraint("org_id", "email", postgresql_include=["id"]),
+        UniqueConstraint("id", "org_id"),  # redemptions' customer check, index-only
     )
 
     # The customer's id is the `userId` of the API; explicit ids may be given (by default).
@@ -93,7 +96,21 @@ class CouponCounter(Base):
 
 class Coupon(Base):
     __tablename__ = "coupons"
-    __table_args__ = (UniqueConstraint("series_id", "code"),)
+    __table_args__ = (
+        # Found by code, a coupon gives what a chunk checks without a heap visit.
+        UniqueConstraint(
+            "series_id",
+            "code",
+            postgresql_include=[
+                "id",
+                "org_id",
+                "issued_to_customer_id",
+                "expires_at",
+                "revoked_at",
+            ],
+        ),
+        UniqueConstraint("id", "series_id", "org_id"),  # redemptions' coupon check, index-only
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
     org_id: Mapped[int] = org_fk()
