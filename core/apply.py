@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -380,15 +381,15 @@ class ChunkApplier:
                 """
                 SELECT coupon_id, sum(n)::bigint FROM (
                     SELECT coupon_id, redemption_count AS n FROM coupon_counters
-                    WHERE coupon_id = ANY(%(coupons)s) AND redemption_count > 0
+                    WHERE coupon_id = ANY(%(coupons)s::bigint[]) AND redemption_count > 0
                     UNION ALL
                     SELECT coupon_id, count(*) FROM dry_run_redemptions
-                    WHERE %(dry)s AND job_id = %(job)s AND coupon_id = ANY(%(coupons)s)
+                    WHERE %(dry)s AND job_id = %(job)s AND coupon_id = ANY(%(coupons)s::bigint[])
                     GROUP BY coupon_id
                 ) used GROUP BY coupon_id
                 """,
                 {
-                    "coupons": list({s.coupon_id for s in survivors}),
+                    "coupons": _bigints({s.coupon_id for s in survivors}),
                     "dry": self.dry_run,
                     "job": self.job_id,
                 },
@@ -438,9 +439,9 @@ class ChunkApplier:
                     {
                         "dry": self.dry_run,
                         "job": self.job_id,
-                        "rows": [s.candidate.row_number for s in redeemed],
-                        "coupons": [s.coupon_id for s in redeemed],
-                        "customers": [s.customer_id for s in redeemed],
+                        "rows": _bigints(s.candidate.row_number for s in redeemed),
+                        "coupons": _bigints(s.coupon_id for s in redeemed),
+                        "customers": _bigints(s.customer_id for s in redeemed),
                         "same_user_ok": series.same_user_multiple_redeem,
                     },
                 )
@@ -451,17 +452,19 @@ class ChunkApplier:
                     """
                     SELECT customer_id, sum(n)::bigint FROM (
                         SELECT customer_id, count(*) AS n FROM redemptions
-                        WHERE series_id = %(series)s AND customer_id = ANY(%(customers)s)
+                        WHERE series_id = %(series)s
+                          AND customer_id = ANY(%(customers)s::bigint[])
                         GROUP BY customer_id
                         UNION ALL
                         SELECT customer_id, count(*) FROM dry_run_redemptions
-                        WHERE %(dry)s AND job_id = %(job)s AND customer_id = ANY(%(customers)s)
+                        WHERE %(dry)s AND job_id = %(job)s
+                          AND customer_id = ANY(%(customers)s::bigint[])
                         GROUP BY customer_id
                     ) mine GROUP BY customer_id
                     """,
                     {
                         "series": series.id,
-                        "customers": list({s.customer_id for s in survivors}),
+                        "customers": _bigints({s.customer_id for s in survivors}),
                         "dry": self.dry_run,
                         "job": self.job_id,
                     },
@@ -471,9 +474,9 @@ class ChunkApplier:
 
             if accepted:
                 # Only the decisions travel back: the rows themselves are staged already.
-                params["rows"] = [row for row, _, _ in accepted]
-                params["coupons"] = [coupon for _, coupon, _ in accepted]
-                params["customers"] = [customer for _, _, customer in accepted]
+                params["rows"] = _bigints(row for row, _, _ in accepted)
+                params["coupons"] = _bigints(coupon for _, coupon, _ in accepted)
+                params["customers"] = _bigints(customer for _, _, customer in accepted)
                 if self.dry_run:
                     cur.execute(
                         """
@@ -662,6 +665,16 @@ class ChunkApplier:
         if cand.coupon_id is not None:
             return f"no coupon with couponId {cand.coupon_id} in series {self.series.id}"
         return f"no coupon with code {cand.coupon_code!r} in series {self.series.id}"
+
+
+def _bigints(values: Iterable[int]) -> str:
+    """A bigint[] in Postgres's text form, for a `%s::bigint[]` parameter.
+
+    psycopg's list dumper handles each element in Python: the profile of a million-row job
+    put a quarter of the main thread's CPU in it. One join of the decimal strings costs a
+    fraction of that; the values are ints, so nothing needs quoting.
+    """
+    return "{" + ",".join(map(str, values)) + "}"
 
 
 def _rollback(conn: psycopg.Connection[Any]) -> None:
