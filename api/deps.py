@@ -52,13 +52,7 @@ def upload_org(org_id: Annotated[int, Depends(authenticated_org)]) -> int:
     return _limited("uploads", org_id, get_settings().uploads_per_minute)
 
 
-def polling_org(org_id: Annotated[int, Depends(authenticated_org)]) -> int:
-    """The caller's org, within its rate for every other request."""
-    return _limited("requests", org_id, get_settings().polls_per_minute)
-
-
 UploadOrgId = Annotated[int, Depends(upload_org)]
-OrgId = Annotated[int, Depends(polling_org)]
 
 
 @dataclass
@@ -69,10 +63,24 @@ class Tx:
     org_id: int
 
 
-def org_transaction(org_id: OrgId) -> Iterator[Tx]:
+def org_transaction(request: Request) -> Iterator[Tx]:
+    """The request's transaction, which also finds its key: a poll is one transaction on one
+    connection (a transaction for the key, then one for the request, cost the API ~1 ms of
+    CPU more a request; bench/README.md). The key's last use is written apart, once a minute
+    at most, so that it stands whatever becomes of the request."""
+    key = _presented_key(request)
+    if not key:
+        raise DomainError(ErrorKind.UNAUTHENTICATED, "missing API key")
     session = new_session()
     try:
         with session.begin():
+            match = keys.identify(session, key)
+            if match is None:
+                raise DomainError(ErrorKind.UNAUTHENTICATED, "invalid or revoked API key")
+            org_id = _limited("requests", match.org_id, get_settings().polls_per_minute)
+            if match.stale:
+                with transaction() as other:
+                    keys.touch(other, match)
             set_org(session, org_id)
             yield Tx(session, org_id)
     finally:

@@ -47,8 +47,15 @@ def create_org(session: Session, name: str) -> tuple[Org, IssuedKey]:
     return org, create_key(session, org.id, label="initial")
 
 
-def authenticate(session: Session, key: str) -> int | None:
-    """The org id for a valid, unrevoked key, else None."""
+@dataclass(frozen=True)
+class KeyMatch:
+    key_id: int
+    org_id: int
+    stale: bool  # last_used_at is due a write (never written, or a minute old)
+
+
+def identify(session: Session, key: str) -> KeyMatch | None:
+    """The valid, unrevoked key that `key` is, else None; reads only."""
     if not key:
         return None
     digest = hash_key(key)
@@ -62,12 +69,27 @@ def authenticate(session: Session, key: str) -> int | None:
     row = next((c for c in candidates if hmac.compare_digest(c.key_hash, digest)), None)
     if row is None:
         return None
-    org_id = int(row.org_id)
-    now = datetime.now(UTC)
-    if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
-        set_org(session, org_id)
-        session.execute(update(ApiKey).where(ApiKey.id == row.key_id).values(last_used_at=now))
-    return org_id
+    last = row.last_used_at
+    stale = last is None or datetime.now(UTC) - last >= LAST_USED_RESOLUTION
+    return KeyMatch(key_id=int(row.key_id), org_id=int(row.org_id), stale=stale)
+
+
+def touch(session: Session, match: KeyMatch) -> None:
+    """Record the key's use (callers do it only when `match.stale`: once a minute at most)."""
+    set_org(session, match.org_id)
+    session.execute(
+        update(ApiKey).where(ApiKey.id == match.key_id).values(last_used_at=datetime.now(UTC))
+    )
+
+
+def authenticate(session: Session, key: str) -> int | None:
+    """The org id for a valid, unrevoked key, else None; records its use in `session`."""
+    match = identify(session, key)
+    if match is None:
+        return None
+    if match.stale:
+        touch(session, match)
+    return match.org_id
 
 
 def revoke_key(session: Session, key_id: int) -> bool:
