@@ -75,10 +75,12 @@ def clean(cell: str) -> str:
     The escape is looked for before trimming too: the report writes a cell of a tab or a CR
     alone as `'<tab>`, which trimmed first would leave a bare `'` where the original was blank.
     """
-    if _ESCAPED.match(cell):
+    # `[:1] == "'"` first: the regex only for the rare cell that starts with a quote (it was a
+    # tenth of the worker's parsing CPU when called on every cell).
+    if cell[:1] == "'" and _ESCAPED.match(cell):
         return cell[1:].strip()
     value = cell.strip()
-    if _ESCAPED.match(value):
+    if value[:1] == "'" and _ESCAPED.match(value):
         value = value[1:].strip()
     return value
 
