@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     # Jobs of one org running at once; the rest wait QUEUED, oldest first.
     max_running_jobs_per_org: int = 2
 
+    # Database connections each process keeps open (the API opens them all at startup).
+    db_pool_size: int = 30
+
     # Worker.
     chunk_rows: int = 10_000
     # A worker renews its lease every quarter of this; a crashed worker's job resumes elsewhere
