@@ -7,6 +7,7 @@ checkpoint) commits in one transaction, and only while the job's lease is still 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from psycopg.types.json import Jsonb
 
 from core.codes import RowError
 from core.rows import CUSTOMER_COLUMNS, Candidate, Failure, RowChecker
+
+log = logging.getLogger(__name__)
 
 
 class LeaseLost(Exception):
@@ -49,10 +52,20 @@ class PreparedChunk:
 
     conn: psycopg.Connection[Any]
     processed: int  # data records in the chunk
-    failures: list[Failure]  # the rows that failed so far, in any order
-    survivors: list[Survivor]  # the rest, in file order
+    failures: list[Failure]  # the rows that failed the row checks (801 to 729), in any order
+    candidates: list[Candidate]  # the rest, staged, in file order
+    resolved: Resolved
     end_offset: int
     next_record: int
+
+
+@dataclass
+class Resolved:
+    """The candidates' customers and coupons, and the static checks' verdicts on them."""
+
+    deletions: int | None  # the series' reference_deletions before the look-ups (migration 0007)
+    failures: list[Failure] = field(default_factory=list)  # 701 to 735
+    survivors: list[Survivor] = field(default_factory=list)  # the rest, in file order
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,19 +240,34 @@ class ChunkApplier:
         """
         candidates = [item for item in items if isinstance(item, Candidate)]
         failures = [item for item in items if isinstance(item, Failure)]
-        survivors: list[Survivor] = []
+        resolved = Resolved(deletions=None)
         try:
             conn.execute("SELECT set_config('app.org_id', %s, true)", (str(self.org_id),))
             if candidates:
                 self._stage(conn, candidates)
-                params = {"org": self.org_id, "series": self.series.id}
-                resolved = {row[0]: row for row in conn.execute(self._resolve_sql, params)}
-                late, survivors = self._static_checks(candidates, resolved)
-                failures.extend(late)
+                resolved = self._resolve(conn, candidates)
         except BaseException:
             _rollback(conn)
             raise
-        return PreparedChunk(conn, len(items), failures, survivors, end_offset, next_record)
+        return PreparedChunk(
+            conn, len(items), failures, candidates, resolved, end_offset, next_record
+        )
+
+    def _resolve(self, conn: psycopg.Connection[Any], candidates: list[Candidate]) -> Resolved:
+        """Look the staged candidates' customers and coupons up, and run the static checks.
+
+        The series' count of reference deletions is read first: should a coupon or customer
+        be deleted after it, the count has moved by the time the chunk inserts (`_commit`).
+        """
+        row = conn.execute(
+            "SELECT reference_deletions FROM coupon_series WHERE id = %s", (self.series.id,)
+        ).fetchone()
+        if row is None:
+            raise LookupError(f"coupon series {self.series.id} is gone")
+        params = {"org": self.org_id, "series": self.series.id}
+        found = {found[0]: found for found in conn.execute(self._resolve_sql, params)}
+        failures, survivors = self._static_checks(candidates, found)
+        return Resolved(int(row[0]), failures, survivors)
 
     def commit(self, prepared: PreparedChunk) -> ChunkOutcome:
         """Decide and apply a prepared chunk and commit it, or raise LeaseLost; a pending
@@ -309,8 +337,12 @@ class ChunkApplier:
 
         failures = list(prepared.failures)
         accepted: list[tuple[int, int, int]] = []
-        if prepared.survivors:
-            late, accepted = self._decide_and_insert(conn, prepared.survivors)
+        resolved = prepared.resolved
+        if prepared.candidates:
+            resolved = self._lock_series(conn, prepared)
+            failures.extend(resolved.failures)
+        if resolved.survivors:
+            late, accepted = self._decide_and_insert(conn, resolved.survivors)
             failures.extend(late)
         outcome = ChunkOutcome(
             succeeded=len(accepted),
@@ -363,20 +395,41 @@ class ChunkApplier:
         )
         return outcome
 
+    def _lock_series(self, conn: psycopg.Connection[Any], prepared: PreparedChunk) -> Resolved:
+        """Take the series lock, and the chunk's look-ups again if a delete came in between.
+
+        Lock order everywhere: job row, then series. One chunk of a series at a time: a row
+        lock on the series, held to the commit, keeps racing jobs of the series (the only ones
+        that can touch its coupons, or its customers' series counts) out of each other's
+        chunks. It is one row lock a chunk, where locking each coupon cost ~100 ms a chunk of
+        10,000 rows; NO KEY UPDATE lets the foreign-key checks of new jobs (KEY SHARE) through.
+        The reads after it come in new statements, so they see all that racing jobs, and this
+        job's previous chunk, committed.
+
+        Deletes of coupons and customers count themselves on the series under the same lock
+        (migration 0007). With the count unmoved since `prepare`, every coupon and customer
+        the chunk found still exists until it commits, and the transaction says so to the
+        redemptions' reference check (`app.references_checked`), which it then skips.
+        """
+        row = conn.execute(
+            "SELECT reference_deletions, set_config('app.references_checked', 'on', true)"
+            " FROM coupon_series WHERE id = %s FOR NO KEY UPDATE",
+            (self.series.id,),
+        ).fetchone()
+        if row is None:
+            raise LookupError(f"coupon series {self.series.id} is gone")
+        if row[0] == prepared.resolved.deletions:
+            return prepared.resolved
+        log.info("chunk: a coupon or customer was deleted since its look-ups; looking again")
+        return self._resolve(conn, prepared.candidates)
+
     def _decide_and_insert(
         self, conn: psycopg.Connection[Any], survivors: list[Survivor]
     ) -> tuple[list[Failure], list[tuple[int, int, int]]]:
         series = self.series
         params: dict[str, object] = {"org": self.org_id, "series": series.id, "job": self.job_id}
         with conn.cursor() as cur:
-            # Lock order everywhere: job row, then series. One chunk of a series at a time: a
-            # row lock on the series, held to the commit, keeps racing jobs of the series (the
-            # only ones that can touch its coupons, or its customers' series counts) out of
-            # each other's chunks. It is one row lock a chunk, where locking each coupon cost
-            # ~100 ms a chunk of 10,000 rows; NO KEY UPDATE lets the foreign-key checks of new
-            # jobs (KEY SHARE) through. The reads below come after it, in new statements, so
-            # they see all that racing jobs, and this job's previous chunk, committed.
-            cur.execute("SELECT 1 FROM coupon_series WHERE id = %s FOR NO KEY UPDATE", (series.id,))
+            # Under the series lock (`_lock_series`).
             cur.execute(
                 """
                 SELECT coupon_id, sum(n)::bigint FROM (

@@ -13,13 +13,25 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg import errors
 
-from tests.factories import SAMPLE_MS, create_coupon, create_customer, create_series
+from core import jobs
+from core.apply import ChunkApplier, load_series, prepare_connection
+from core.codes import RowError
+from core.db import admin_transaction, get_engine
+from core.rows import CouponIdentifier, CustomerIdentifier, Mapping, RowChecker
+from tests.factories import (
+    SAMPLE_MS,
+    create_coupon,
+    create_customer,
+    create_job,
+    create_series,
+)
 
 
 @pytest.fixture
@@ -301,3 +313,101 @@ def test_a_chunk_after_a_customers_delete_fails_instead_of_leaving_an_orphan(
     assert len(outcome) == 1
     assert isinstance(outcome[0], errors.ForeignKeyViolation)
     assert redemptions_of(owner, "customer_id", ref["customer_id"]) == 0
+
+
+# --- the chunk applier, which is spared the per-row check -------------------------------------
+
+
+@contextmanager
+def applier_for(job_id: int, org_id: int, series_id: int) -> Iterator[ChunkApplier]:
+    """The job claimed, and an applier on a service connection, as core.pipeline makes it."""
+    with admin_transaction() as session:
+        claimed = jobs.claim(session, job_id, "test-owner")
+    assert claimed is not None
+    mapping = Mapping(
+        columns=dict(claimed.upload_headers),
+        customer=CustomerIdentifier.MOBILE,
+        coupon=CouponIdentifier.COUPON_CODE,
+    )
+    raw = get_engine().raw_connection()
+    try:
+        conn = raw.driver_connection
+        conn.rollback()
+        prepare_connection(conn)
+        with conn.transaction():
+            conn.execute("SELECT set_config('app.org_id', %s, true)", (str(org_id),))
+            rules = load_series(conn, series_id)
+        yield ChunkApplier(
+            conn,
+            job_id=job_id,
+            org_id=org_id,
+            token="test-owner",
+            series=rules,
+            checker=RowChecker(mapping, claimed.created_at_ms, claimed.report_width),
+            customer_key="mobile",
+            lease_seconds=60,
+        )
+    finally:
+        raw.close()
+
+
+@pytest.mark.parametrize(
+    ("deleted", "code"),
+    [("customers", RowError.CUSTOMER_NOT_FOUND), ("coupons", RowError.COUPON_NOT_FOUND)],
+)
+def test_a_delete_between_a_chunks_look_ups_and_its_insert_sends_it_looking_again(
+    owner: psycopg.Connection[Any], org: tuple[int, str], deleted: str, code: RowError
+) -> None:
+    org_id = org[0]
+    series = create_series(org_id)
+    customer = create_customer(org_id, mobile="919988776620")
+    coupon = create_coupon(org_id, series, "RACE1", issued_to=customer)
+    kept_customer = create_customer(org_id, mobile="919988776621")
+    kept_coupon = create_coupon(org_id, series, "RACE2", issued_to=kept_customer)
+    job = create_job(
+        org_id,
+        series,
+        [
+            "date,till,mobile,code",
+            f"{SAMPLE_MS},T1,919988776620,RACE1",
+            f"{SAMPLE_MS},T1,919988776621,RACE2",
+        ],
+    )
+    with applier_for(job, org_id, series) as applier:
+        rows = [
+            applier.checker.check(2, [str(SAMPLE_MS), "T1", "919988776620", "RACE1"], None),
+            applier.checker.check(3, [str(SAMPLE_MS), "T1", "919988776621", "RACE2"], None),
+        ]
+        prepared = applier.prepare(applier.conn, rows, end_offset=10, next_record=4)
+        # Both rows found their customer and coupon; then one of them goes.
+        assert [s.coupon_id for s in prepared.resolved.survivors] == [coupon, kept_coupon]
+        gone = customer if deleted == "customers" else coupon
+        owner.execute(f"DELETE FROM {deleted} WHERE id = %s", (gone,))
+        outcome = applier.commit(prepared)
+    assert (outcome.succeeded, outcome.failed) == (1, 1)
+    assert outcome.error_counts == {int(code): 1}
+    # Nothing points at what was deleted; the other row is applied.
+    assert redemptions_of(owner, "coupon_id", coupon) == 0
+    assert redemptions_of(owner, "customer_id", customer) == 0
+    assert redemptions_of(owner, "coupon_id", kept_coupon) == 1
+
+
+def test_the_service_role_is_checked_like_anyone_else_unless_its_transaction_vouches(
+    owner: psycopg.Connection[Any], ref: dict[str, int]
+) -> None:
+    # The service's own role, scoped to the org, without the chunk applier's word: a coupon
+    # of another series of its own org is refused all the same.
+    other_series = create_series(ref["org_id"], name="service-role")
+    elsewhere = create_coupon(ref["org_id"], other_series, "SVC", issued_to=ref["customer_id"])
+    raw = get_engine().raw_connection()
+    try:
+        conn = raw.driver_connection
+        conn.rollback()
+        conn.execute("SELECT set_config('app.org_id', %s, true)", (str(ref["org_id"]),))
+        with pytest.raises(errors.ForeignKeyViolation) as caught:
+            redeem(conn, **{**ref, "coupon_id": elsewhere})
+        assert caught.value.diag.constraint_name == "br_redemptions_coupon_reference"
+        conn.rollback()
+    finally:
+        raw.close()
+    assert redemptions_of(owner, "coupon_id", elsewhere) == 0

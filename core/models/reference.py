@@ -72,6 +72,11 @@ class CouponSeries(Base):
     any_user: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
     allowed_till_ids: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
     created_at: Mapped[datetime] = created_at_column()
+    # Deletes of its coupons or of its org's customers, counted by triggers (migration 0007):
+    # a chunk that resolved its rows before such a delete resolves them again.
+    reference_deletions: Mapped[int] = mapped_column(
+        BigInteger, nullable=False, server_default=text("0")
+    )
 
 
 class CouponCounter(Base):
