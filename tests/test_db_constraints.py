@@ -128,32 +128,21 @@ def job_ids(n: int) -> list[int]:
     return [base + i for i in range(n)]
 
 
-def test_a_job_row_cannot_be_redeemed_twice(
+def test_a_job_row_applied_twice_is_refused_by_the_natural_key(
     owner: psycopg.Connection[Any], redeemable: dict[str, int]
 ) -> None:
     (job,) = job_ids(1)
-    # A chunk applied twice must fail, not redeem twice: the second row differs in every
-    # part of the natural key, so only (job_id, row_number) can refuse it.
-    insert(
-        owner,
-        "redemptions",
-        **redeemable,
-        job_id=job,
-        row_number=2,
-        redeemed_ms=SAMPLE_MS,
-        till_id="T1",
-    )
+    # A chunk applied twice brings the very same rows again: the natural key refuses them
+    # (there is no (job_id, row_number) constraint any more: migration 0008).
+    row = {"job_id": job, "row_number": 2, "redeemed_ms": SAMPLE_MS, "till_id": "T1"}
+    insert(owner, "redemptions", **redeemable, **row)
     refused(
         owner,
         errors.UniqueViolation,
-        "uq_redemptions_job_id_row_number",
+        "uq_redemptions_natural_key",
         "redemptions",
         **redeemable,
-        job_id=job,
-        row_number=2,
-        redeemed_ms=SAMPLE_MS + 1,
-        till_id="T2",
-        bill_id="B2",
+        **row,
     )
     # The next row of the same job is another redemption.
     insert(

@@ -140,9 +140,8 @@ class Coupon(Base):
 class Redemption(Base):
     __tablename__ = "redemptions"
     __table_args__ = (
-        # One redemption per (job, row): a chunk applied twice fails instead of redeeming twice.
-        UniqueConstraint("job_id", "row_number"),
-        # The same redemption recorded twice is a duplicate (790), whichever job brought it.
+        # The same redemption recorded twice is a duplicate (790), whichever job brought it; a
+        # row applied again is the same redemption, so this also refuses a chunk applied twice.
         UniqueConstraint(
             "coupon_id",
             "redeemed_ms",
