@@ -11,6 +11,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 import psycopg
@@ -442,7 +443,7 @@ class ChunkApplier:
                 ) used GROUP BY coupon_id
                 """,
                 {
-                    "coupons": _bigints({s.coupon_id for s in survivors}),
+                    "coupons": _bigints(set(map(_coupon_of, survivors))),
                     "dry": self.dry_run,
                     "job": self.job_id,
                 },
@@ -517,7 +518,7 @@ class ChunkApplier:
                     """,
                     {
                         "series": series.id,
-                        "customers": _bigints({s.customer_id for s in survivors}),
+                        "customers": _bigints(set(map(_customer_of, survivors))),
                         "dry": self.dry_run,
                         "job": self.job_id,
                     },
@@ -645,12 +646,20 @@ class ChunkApplier:
         max_coupon = series.max_per_coupon
         max_customer = series.max_per_customer
         no_probe = (False, False)
+        # A coupon never redeemed that comes once in the chunk (most rows of a bulk load) can
+        # meet no duplicate, no earlier redemption and no coupon limit (which is at least 1):
+        # only the customer's series limit is left to check for it. This loop is on the
+        # critical path of every chunk (it ran at 4 us a row).
+        in_chunk = Counter(map(_coupon_of, survivors))
         for survivor in survivors:
             cand, customer_id, coupon_id = (
                 survivor.candidate,
                 survivor.customer_id,
                 survivor.coupon_id,
             )
+            if max_customer is None and in_chunk[coupon_id] == 1 and coupon_id not in counts:
+                accepted.append((cand.row_number, coupon_id, customer_id))
+                continue
             dup, same_user = probes.get(cand.row_number, no_probe)
             key = (coupon_id, cand.redeemed_ms, cand.till_id, cand.bill_id, cand.bill_number)
             if dup or key in seen_keys:
@@ -718,6 +727,10 @@ class ChunkApplier:
         if cand.coupon_id is not None:
             return f"no coupon with couponId {cand.coupon_id} in series {self.series.id}"
         return f"no coupon with code {cand.coupon_code!r} in series {self.series.id}"
+
+
+_coupon_of = attrgetter("coupon_id")
+_customer_of = attrgetter("customer_id")
 
 
 def _bigints(values: Iterable[int]) -> str:
