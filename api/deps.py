@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -63,7 +64,8 @@ class Tx:
     org_id: int
 
 
-def org_transaction(request: Request) -> Iterator[Tx]:
+@contextmanager
+def request_transaction(request: Request) -> Iterator[Tx]:
     """The request's transaction, which also finds its key: a poll is one transaction on one
     connection (a transaction for the key, then one for the request, cost the API ~1 ms of
     CPU more a request; bench/README.md). The key's last use is written apart, once a minute
@@ -85,6 +87,11 @@ def org_transaction(request: Request) -> Iterator[Tx]:
             yield Tx(session, org_id)
     finally:
         session.close()
+
+
+def org_transaction(request: Request) -> Iterator[Tx]:
+    with request_transaction(request) as tx:
+        yield tx
 
 
 # scope="function": commit before the response is sent, so a client never sees an id that a
