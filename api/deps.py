@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -64,34 +63,38 @@ class Tx:
     org_id: int
 
 
-@contextmanager
-def request_transaction(request: Request) -> Iterator[Tx]:
+def org_transaction(request: Request) -> Iterator[Tx]:
     """The request's transaction, which also finds its key: a poll is one transaction on one
     connection (a transaction for the key, then one for the request, cost the API ~1 ms of
     CPU more a request; bench/README.md). The key's last use is written apart, once a minute
     at most, so that it stands whatever becomes of the request."""
-    key = _presented_key(request)
-    if not key:
-        raise DomainError(ErrorKind.UNAUTHENTICATED, "missing API key")
+    key = required_key(request)
     session = new_session()
     try:
         with session.begin():
-            match = keys.identify(session, key)
-            if match is None:
-                raise DomainError(ErrorKind.UNAUTHENTICATED, "invalid or revoked API key")
-            org_id = _limited("requests", match.org_id, get_settings().polls_per_minute)
-            if match.stale:
-                with transaction() as other:
-                    keys.touch(other, match)
+            org_id = admitted(keys.identify(session, key))
             set_org(session, org_id)
             yield Tx(session, org_id)
     finally:
         session.close()
 
 
-def org_transaction(request: Request) -> Iterator[Tx]:
-    with request_transaction(request) as tx:
-        yield tx
+def required_key(request: Request) -> str:
+    key = _presented_key(request)
+    if not key:
+        raise DomainError(ErrorKind.UNAUTHENTICATED, "missing API key")
+    return key
+
+
+def admitted(match: keys.KeyMatch | None) -> int:
+    """The org of the request's key, within its rate, the key's use recorded; else 401/429."""
+    if match is None:
+        raise DomainError(ErrorKind.UNAUTHENTICATED, "invalid or revoked API key")
+    org_id = _limited("requests", match.org_id, get_settings().polls_per_minute)
+    if match.stale:
+        with transaction() as other:
+            keys.touch(other, match)
+    return org_id
 
 
 # scope="function": commit before the response is sent, so a client never sees an id that a

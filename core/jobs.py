@@ -6,12 +6,16 @@ import base64
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from enum import Enum
+from typing import Any, cast
 
+import psycopg
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, object_session
 
+from core import keys
 from core.codes import error_name
+from core.db import get_engine
 from core.errors import DomainError, ErrorKind, not_found
 from core.models import JobRowError, UploadJob, WebhookDelivery
 from core.settings import get_settings
@@ -38,6 +42,73 @@ def get_job(session: Session, org_id: int, job_id: int) -> UploadJob:
     if job is None:
         raise not_found("job")
     return job
+
+
+_JOB_COLUMNS = tuple(column.name for column in UploadJob.__table__.columns)
+_DELIVERY_COLUMNS = ("url", "state", "attempts", "next_attempt_at")
+# The keys of the presented prefix, each setting the transaction's org to its own (the last
+# one's stands; `poll` checks it is the right one), then the job under that org's row-level
+# security, with its webhook delivery.
+_POLL_KEYS = keys.LOOKUP_SQL.replace(
+    "FROM", ", set_config('app.org_id', org_id::text, true) FROM", 1
+)
+_POLL_JOB = (
+    "SELECT "
+    + ", ".join(f"j.{name}" for name in _JOB_COLUMNS)
+    + ", "
+    + ", ".join(f"d.{name}" for name in _DELIVERY_COLUMNS)
+    + " FROM upload_jobs j LEFT JOIN webhook_deliveries d ON d.job_id = j.id WHERE j.id = %s"
+)
+
+
+@dataclass(frozen=True)
+class Poll:
+    key: keys.KeyMatch | None  # None: no such key (the rest is None too)
+    job: UploadJob | None  # None: not a job of the key's org
+    delivery: WebhookDelivery | None
+
+
+def poll(key: str, job_id: int) -> Poll:
+    """The key and the job for GET /v1/jobs/{id}, in one round trip to Postgres.
+
+    That route is what clients call over and over while a job runs, on a machine the job
+    keeps busy: there each round trip waits for a core, and a transaction of a key look-up,
+    the org's setting, the job and its delivery made six of them (bench/README.md). Here the
+    statements go as one pipeline: the key look-up sets the org as it reads the key, and the
+    job is read under that org's row-level security, as every request's reads are.
+    """
+    raw = get_engine().raw_connection()
+    try:
+        conn = cast("psycopg.Connection[Any]", raw.driver_connection)
+        with conn.pipeline():
+            found_keys = conn.execute(_POLL_KEYS, (keys.prefix_of(key),))
+            found_job = conn.execute(_POLL_JOB, (job_id,))
+            conn.commit()
+        candidates = found_keys.fetchall()
+        row = found_job.fetchone()
+        match = keys.match(candidates, key)
+        if match is None:
+            return Poll(None, None, None)
+        if int(candidates[-1][1]) != match.org_id:
+            # Two orgs' keys share the prefix, and the other one's org was set last: read
+            # the job again under the right one.
+            with conn.transaction():
+                conn.execute("SELECT set_config('app.org_id', %s, true)", (str(match.org_id),))
+                row = conn.execute(_POLL_JOB, (job_id,)).fetchone()
+    finally:
+        raw.close()
+    if row is None:
+        return Poll(match, None, None)
+    width = len(_JOB_COLUMNS)
+    job = UploadJob(**dict(zip(_JOB_COLUMNS, row[:width], strict=True)))
+    delivery = None
+    if row[width] is not None:  # the delivery's url is never null
+        delivery = WebhookDelivery(
+            job_id=job.id,
+            org_id=job.org_id,
+            **dict(zip(_DELIVERY_COLUMNS, row[width:], strict=True)),
+        )
+    return Poll(match, job, delivery)
 
 
 def _encode_cursor(job_id: int) -> str:
@@ -86,19 +157,28 @@ def row_errors(session: Session, job_id: int, *, after_row: int, limit: int) -> 
     )
 
 
-def callback_document(job: UploadJob) -> dict[str, Any] | None:
-    """The delivery of the job's completion webhook: null without a callbackUrl."""
+class Found(Enum):
+    LOOK_UP = "look up"  # not read yet: callback_document reads it
+
+
+def callback_document(
+    job: UploadJob, delivery: WebhookDelivery | Found | None = Found.LOOK_UP
+) -> dict[str, Any] | None:
+    """The delivery of the job's completion webhook: null without a callbackUrl.
+
+    The delivery is looked up in the job's session unless the caller read it already."""
     if job.callback_url is None:
         return None
-    session = object_session(job)
-    delivery = (
-        None
-        if session is None
-        else session.execute(
-            select(WebhookDelivery).where(WebhookDelivery.job_id == job.id)
-        ).scalar_one_or_none()
-    )
-    if delivery is None:  # the job has not ended yet
+    if delivery is Found.LOOK_UP:
+        session = object_session(job)
+        delivery = (
+            None
+            if session is None
+            else session.execute(
+                select(WebhookDelivery).where(WebhookDelivery.job_id == job.id)
+            ).scalar_one_or_none()
+        )
+    if not isinstance(delivery, WebhookDelivery):  # the job has not ended yet
         return {"url": job.callback_url, "state": "pending", "attempts": [], "nextAttemptAt": None}
     return {
         "url": delivery.url,
@@ -109,7 +189,11 @@ def callback_document(job: UploadJob) -> dict[str, Any] | None:
 
 
 def job_document(
-    job: UploadJob, now: datetime | None = None, *, callback: bool = True
+    job: UploadJob,
+    now: datetime | None = None,
+    *,
+    callback: bool = True,
+    delivery: WebhookDelivery | Found | None = Found.LOOK_UP,
 ) -> dict[str, Any]:
     """The job as GET /v1/jobs/{id} shows it (the webhook's body leaves `callback` out)."""
     now = now or datetime.now(UTC)
@@ -160,7 +244,7 @@ def job_document(
         "links": {"self": base, "errors": f"{base}/errors", "errorsCsv": f"{base}/errors.csv"},
     }
     if callback:
-        document["callback"] = callback_document(job)
+        document["callback"] = callback_document(job, delivery)
     return document
 
 

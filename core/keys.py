@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import text, update
 from sqlalchemy.orm import Session
@@ -33,7 +35,7 @@ class IssuedKey:
 
 def create_key(session: Session, org_id: int, label: str | None = None) -> IssuedKey:
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    prefix = key[: len(KEY_PREFIX) + PREFIX_CHARS]
+    prefix = prefix_of(key)
     row = ApiKey(org_id=org_id, prefix=prefix, key_hash=hash_key(key), label=label)
     session.add(row)
     session.flush()
@@ -54,24 +56,33 @@ class KeyMatch:
     stale: bool  # last_used_at is due a write (never written, or a minute old)
 
 
+def prefix_of(key: str) -> str:
+    return key[: len(KEY_PREFIX) + PREFIX_CHARS]
+
+
+# Before we know the org, row-level security hides every key: finding keys by their visible
+# prefix is the one thing the service may do across orgs, through a function of the owner's.
+LOOKUP_SQL = "SELECT key_id, org_id, key_hash, last_used_at FROM br_key_lookup(%s)"
+
+
+def match(candidates: Iterable[Sequence[Any]], key: str) -> KeyMatch | None:
+    """Which of the keys found by `key`'s prefix, (key_id, org_id, key_hash, last_used_at)
+    rows, `key` is: the secret part is checked by a constant-time comparison of hashes."""
+    digest = hash_key(key)
+    row = next((c for c in candidates if hmac.compare_digest(c[2], digest)), None)
+    if row is None:
+        return None
+    last = row[3]
+    stale = last is None or datetime.now(UTC) - last >= LAST_USED_RESOLUTION
+    return KeyMatch(key_id=int(row[0]), org_id=int(row[1]), stale=stale)
+
+
 def identify(session: Session, key: str) -> KeyMatch | None:
     """The valid, unrevoked key that `key` is, else None; reads only."""
     if not key:
         return None
-    digest = hash_key(key)
-    # Before we know the org, row-level security hides every key: finding keys by their
-    # visible prefix is the one thing the service may do across orgs, through a function of
-    # the owner's. The secret part is then checked by a constant-time comparison of hashes.
-    candidates = session.execute(
-        text("SELECT key_id, org_id, key_hash, last_used_at FROM br_key_lookup(:prefix)"),
-        {"prefix": key[: len(KEY_PREFIX) + PREFIX_CHARS]},
-    ).all()
-    row = next((c for c in candidates if hmac.compare_digest(c.key_hash, digest)), None)
-    if row is None:
-        return None
-    last = row.last_used_at
-    stale = last is None or datetime.now(UTC) - last >= LAST_USED_RESOLUTION
-    return KeyMatch(key_id=int(row.key_id), org_id=int(row.org_id), stale=stale)
+    lookup = text(LOOKUP_SQL.replace("%s", ":prefix"))
+    return match(session.execute(lookup, {"prefix": prefix_of(key)}).all(), key)
 
 
 def touch(session: Session, match: KeyMatch) -> None:

@@ -8,12 +8,12 @@ from fastapi import APIRouter, BackgroundTasks, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import OrgTx, request_transaction
+from api.deps import OrgTx, admitted, required_key
 from api.errors import ERROR_RESPONSES
 from api.events import job_events
 from core import jobs, reference, reports
 from core.codes import error_name
-from core.errors import invalid
+from core.errors import invalid, not_found
 from core.models import JOB_STATUSES
 from core.reference import MAX_ID
 from worker.tasks import ring_delivery_if_due
@@ -48,13 +48,17 @@ async def get_job(job_id: JobId, request: Request) -> dict[str, Any]:
     """The job's status, progress and error summary."""
     # The route clients poll: its key, rate, job and document go to the threadpool in one
     # trip, where OrgTx and a plain route took three (dependency in, route, dependency out),
-    # each a wait for a thread and the GIL when the machine is busy (bench/README.md).
+    # each a wait for a thread and the GIL when the machine is busy, and to Postgres in one
+    # round trip (jobs.poll; bench/README.md).
     return await run_in_threadpool(_job_document, request, job_id)
 
 
 def _job_document(request: Request, job_id: int) -> dict[str, Any]:
-    with request_transaction(request) as tx:
-        return jobs.job_document(jobs.get_job(tx.session, tx.org_id, job_id))
+    found = jobs.poll(required_key(request), job_id)
+    admitted(found.key)
+    if found.job is None:
+        raise not_found("job")
+    return jobs.job_document(found.job, delivery=found.delivery)
 
 
 @router.get(
