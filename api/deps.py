@@ -64,19 +64,22 @@ class Tx:
 
 
 def org_transaction(request: Request) -> Iterator[Tx]:
-    """The request's transaction, which also finds its key: a poll is one transaction on one
-    connection (a transaction for the key, then one for the request, cost the API ~1 ms of
-    CPU more a request; bench/README.md). The key's last use is written apart, once a minute
-    at most, so that it stands whatever becomes of the request."""
+    """The request's transaction, which also finds its key (a transaction for the key, then
+    one for the request, cost the API ~1 ms of CPU more a request; bench/README.md)."""
     key = required_key(request)
+    match = None
     session = new_session()
     try:
         with session.begin():
-            org_id = admitted(keys.identify(session, key))
+            match = keys.identify(session, key)
+            org_id = admitted(match)
             set_org(session, org_id)
             yield Tx(session, org_id)
     finally:
         session.close()
+        # Only now: a connection taken while this one was held could wait for the pool.
+        if match is not None:
+            record_use(match)
 
 
 def required_key(request: Request) -> str:
@@ -87,14 +90,18 @@ def required_key(request: Request) -> str:
 
 
 def admitted(match: keys.KeyMatch | None) -> int:
-    """The org of the request's key, within its rate, the key's use recorded; else 401/429."""
+    """The org of the request's key, within its rate; else 401/429."""
     if match is None:
         raise DomainError(ErrorKind.UNAUTHENTICATED, "invalid or revoked API key")
-    org_id = _limited("requests", match.org_id, get_settings().polls_per_minute)
+    return _limited("requests", match.org_id, get_settings().polls_per_minute)
+
+
+def record_use(match: keys.KeyMatch) -> None:
+    """The key's last use, written in a transaction of its own (once a minute at most), so
+    that it stands whatever becomes of the request."""
     if match.stale:
-        with transaction() as other:
-            keys.touch(other, match)
-    return org_id
+        with transaction() as session:
+            keys.touch(session, match)
 
 
 # scope="function": commit before the response is sent, so a client never sees an id that a

@@ -46,11 +46,13 @@ def get_job(session: Session, org_id: int, job_id: int) -> UploadJob:
 
 _JOB_COLUMNS = tuple(column.name for column in UploadJob.__table__.columns)
 _DELIVERY_COLUMNS = ("url", "state", "attempts", "next_attempt_at")
-# The keys of the presented prefix, each setting the transaction's org to its own (the last
-# one's stands; `poll` checks it is the right one), then the job under that org's row-level
-# security, with its webhook delivery.
-_POLL_KEYS = keys.LOOKUP_SQL.replace(
-    "FROM", ", set_config('app.org_id', org_id::text, true) FROM", 1
+# The presented key, found by its prefix and its hash, setting the transaction's org to its
+# own (only a key that is the presented one can set it), then the job under that org's
+# row-level security, with its webhook delivery.
+_POLL_KEY = (
+    "SELECT key_id, org_id, key_hash, last_used_at,"
+    " set_config('app.org_id', org_id::text, true)"
+    " FROM br_key_lookup(%s) WHERE key_hash = %s LIMIT 1"
 )
 _POLL_JOB = (
     "SELECT "
@@ -74,29 +76,24 @@ def poll(key: str, job_id: int) -> Poll:
     That route is what clients call over and over while a job runs, on a machine the job
     keeps busy: there each round trip waits for a core, and a transaction of a key look-up,
     the org's setting, the job and its delivery made six of them (bench/README.md). Here the
-    statements go as one pipeline: the key look-up sets the org as it reads the key, and the
-    job is read under that org's row-level security, as every request's reads are.
+    statements go as one pipeline: the key look-up sets the org of the key it finds, and the
+    job is read under that org's row-level security, as every request's reads are. The key
+    is found by its hash in SQL (a SHA-256 digest tells nothing of the key), and checked
+    again in constant time (`keys.match`).
     """
     raw = get_engine().raw_connection()
     try:
         conn = cast("psycopg.Connection[Any]", raw.driver_connection)
         with conn.pipeline():
-            found_keys = conn.execute(_POLL_KEYS, (keys.prefix_of(key),))
+            found_key = conn.execute(_POLL_KEY, (keys.prefix_of(key), keys.hash_key(key)))
             found_job = conn.execute(_POLL_JOB, (job_id,))
             conn.commit()
-        candidates = found_keys.fetchall()
+        match = keys.match(found_key.fetchall(), key)
         row = found_job.fetchone()
-        match = keys.match(candidates, key)
-        if match is None:
-            return Poll(None, None, None)
-        if int(candidates[-1][1]) != match.org_id:
-            # Two orgs' keys share the prefix, and the other one's org was set last: read
-            # the job again under the right one.
-            with conn.transaction():
-                conn.execute("SELECT set_config('app.org_id', %s, true)", (str(match.org_id),))
-                row = conn.execute(_POLL_JOB, (job_id,)).fetchone()
     finally:
         raw.close()
+    if match is None:
+        return Poll(None, None, None)
     if row is None:
         return Poll(match, None, None)
     width = len(_JOB_COLUMNS)

@@ -36,8 +36,7 @@ def _key_with_prefix(org_id: int, prefix: str) -> str:
 
 
 def test_keys_sharing_a_prefix_each_see_their_own_orgs_job_only(client: TestClient) -> None:
-    # The look-up finds both keys, and sets the org of whichever comes last: each key must
-    # still be read under its own org, whatever that order.
+    # The prefix finds both keys: each must be read under its own org, and only its own.
     prefix = keys.KEY_PREFIX + uuid.uuid4().hex[: keys.PREFIX_CHARS]
     (first_org, first_job), (second_org, second_job) = _org_with_a_job(), _org_with_a_job()
     first_key = _key_with_prefix(first_org, prefix)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, BackgroundTasks, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import OrgTx, admitted, required_key
+from api.deps import OrgTx, admitted, record_use, required_key
 from api.errors import ERROR_RESPONSES
 from api.events import job_events
 from core import jobs, reference, reports
@@ -56,6 +56,8 @@ async def get_job(job_id: JobId, request: Request) -> dict[str, Any]:
 def _job_document(request: Request, job_id: int) -> dict[str, Any]:
     found = jobs.poll(required_key(request), job_id)
     admitted(found.key)
+    if found.key is not None:
+        record_use(found.key)
     if found.job is None:
         raise not_found("job")
     return jobs.job_document(found.job, delivery=found.delivery)
