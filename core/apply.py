@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 
 
 class LeaseLost(Exception):
-    """Another worker took the job over: this one must not commit anything more."""
+    """Another worker took the job over, or the job's checkpoint is not where this worker's
+    chunk starts: this one must not commit anything more."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class PreparedChunk:
     failures: list[Failure]  # the rows that failed the row checks (801 to 729), in any order
     candidates: list[Candidate]  # the rest, staged, in file order
     resolved: Resolved
+    first_record: int  # the job's checkpoint this chunk starts from (its next_record)
     end_offset: int
     next_record: int
 
@@ -218,10 +220,21 @@ class ChunkApplier:
         """
 
     def apply(
-        self, items: list[Candidate | Failure], *, end_offset: int, next_record: int
+        self,
+        items: list[Candidate | Failure],
+        *,
+        first_record: int,
+        end_offset: int,
+        next_record: int,
     ) -> ChunkOutcome:
         """Prepare and commit one chunk on this applier's own connection."""
-        prepared = self.prepare(self.conn, items, end_offset=end_offset, next_record=next_record)
+        prepared = self.prepare(
+            self.conn,
+            items,
+            first_record=first_record,
+            end_offset=end_offset,
+            next_record=next_record,
+        )
         return self.commit(prepared)
 
     def prepare(
@@ -229,6 +242,7 @@ class ChunkApplier:
         conn: psycopg.Connection[Any],
         items: list[Candidate | Failure],
         *,
+        first_record: int,
         end_offset: int,
         next_record: int,
     ) -> PreparedChunk:
@@ -251,7 +265,7 @@ class ChunkApplier:
             _rollback(conn)
             raise
         return PreparedChunk(
-            conn, len(items), failures, candidates, resolved, end_offset, next_record
+            conn, len(items), failures, candidates, resolved, first_record, end_offset, next_record
         )
 
     def _resolve(self, conn: psycopg.Connection[Any], candidates: list[Candidate]) -> Resolved:
@@ -313,14 +327,15 @@ class ChunkApplier:
     def _commit(self, prepared: PreparedChunk) -> ChunkOutcome:
         conn = prepared.conn
         # Fencing: the job row stays locked until this chunk commits, so nobody can take the
-        # lease over half-way through.
+        # lease over half-way through; and the job's checkpoint must be where the chunk
+        # starts, so a chunk can never be applied twice, nor after a gap.
         row = conn.execute(
             """
             SELECT cancel_requested FROM upload_jobs
-            WHERE id = %s AND lease_owner = %s AND status = 'RUNNING'
+            WHERE id = %s AND lease_owner = %s AND status = 'RUNNING' AND next_record = %s
             FOR UPDATE
             """,
-            (self.job_id, self.token),
+            (self.job_id, self.token, prepared.first_record),
         ).fetchone()
         if row is None:
             raise LeaseLost(self.job_id)

@@ -156,6 +156,7 @@ def _process(job: jobs.ClaimedJob, token: str, deadline: float) -> SliceResult:
             return applier.prepare(
                 conns[turn % 2],
                 chunk.items,
+                first_record=chunk.first_record,
                 end_offset=chunk.end_offset,
                 next_record=chunk.next_record,
             )
@@ -230,6 +231,7 @@ def _process(job: jobs.ClaimedJob, token: str, deadline: float) -> SliceResult:
 @dataclass(slots=True)
 class Chunk:
     items: list[Candidate | Failure]
+    first_record: int  # the checkpoint it starts from: the job's next_record before it
     end_offset: int  # the checkpoint once this chunk commits
     next_record: int
 
@@ -247,6 +249,7 @@ def _chunks(
     check = checker.check
     items: list[Candidate | Failure] = []
     last_number, last_offset = job.next_record - 1, offset
+    first_record = job.next_record
     records = read_records(
         stream,
         encoding=job.encoding,
@@ -263,7 +266,8 @@ def _chunks(
             continue
         items.append(check(record.number, record.cells, record.damage))
         if len(items) >= size:
-            yield Chunk(items, record.end_offset, record.number + 1)
+            yield Chunk(items, first_record, record.end_offset, record.number + 1)
             items = []
+            first_record = record.number + 1
     if items:
-        yield Chunk(items, last_offset, last_number + 1)
+        yield Chunk(items, first_record, last_offset, last_number + 1)

@@ -128,12 +128,12 @@ def job_ids(n: int) -> list[int]:
     return [base + i for i in range(n)]
 
 
-def test_a_job_row_applied_twice_is_refused_by_the_natural_key(
+def test_a_job_row_inserted_twice_is_refused_by_the_natural_key(
     owner: psycopg.Connection[Any], redeemable: dict[str, int]
 ) -> None:
     (job,) = job_ids(1)
-    # A chunk applied twice brings the very same rows again: the natural key refuses them
-    # (there is no (job_id, row_number) constraint any more: migration 0008).
+    # The same rows inserted again are refused by the natural key, whoever inserts them (the
+    # chunk applier never gets that far: its checkpoint fencing is tested in test_lease.py).
     row = {"job_id": job, "row_number": 2, "redeemed_ms": SAMPLE_MS, "till_id": "T1"}
     insert(owner, "redemptions", **redeemable, **row)
     refused(

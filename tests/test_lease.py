@@ -6,11 +6,12 @@ import pytest
 from sqlalchemy import text
 
 from core import jobs, pipeline
-from core.apply import ChunkApplier, LeaseLost, load_series, prepare_connection
-from core.db import admin_transaction, get_engine
-from core.rows import CouponIdentifier, CustomerIdentifier, Mapping, RowChecker
+from core.apply import LeaseLost
+from core.db import admin_transaction
+from core.rows import Candidate, Failure
 from core.settings import get_settings
 from core.storage import get_storage
+from tests.appliers import chunk_applier
 from tests.factories import SAMPLE_MS, bulk_customers_and_coupons, create_job, create_series
 
 
@@ -62,35 +63,10 @@ def test_a_chunk_commits_only_under_the_lease_it_was_started_with(
         )
         assert jobs.claim(session, job_id, "new-owner") is not None
 
-    mapping = Mapping(
-        columns=dict(claimed.upload_headers),
-        customer=CustomerIdentifier.MOBILE,
-        coupon=CouponIdentifier.COUPON_CODE,
-    )
-    checker = RowChecker(mapping, claimed.created_at_ms, claimed.report_width)
-    raw = get_engine().raw_connection()
-    try:
-        conn = raw.driver_connection
-        conn.rollback()
-        prepare_connection(conn)
-        with conn.transaction():
-            conn.execute("SELECT set_config('app.org_id', %s, true)", (str(org[0]),))
-            rules = load_series(conn, series)
-        applier = ChunkApplier(
-            conn,
-            job_id=job_id,
-            org_id=org[0],
-            token="old-owner",
-            series=rules,
-            checker=checker,
-            customer_key="mobile",
-            lease_seconds=60,
-        )
-        row = checker.check(2, [str(SAMPLE_MS), "T1", "1", "C00000000"], None)
+    with chunk_applier(claimed, org[0], series, "old-owner") as applier:
+        row = applier.checker.check(2, [str(SAMPLE_MS), "T1", "1", "C00000000"], None)
         with pytest.raises(LeaseLost):
-            applier.apply([row], end_offset=10, next_record=3)
-    finally:
-        raw.close()
+            applier.apply([row], first_record=1, end_offset=10, next_record=3)
     after = job_row(job_id)
     assert after["rows_processed"] == 0
     assert after["bytes_processed"] == 0
@@ -99,6 +75,42 @@ def test_a_chunk_commits_only_under_the_lease_it_was_started_with(
             text("SELECT count(*) FROM redemptions WHERE job_id = :id"), {"id": job_id}
         ).scalar_one()
     assert count == 0
+
+
+def test_a_chunk_commits_only_from_the_checkpoint_it_starts_at(
+    org: tuple[int, str], series: int, database_url: str
+) -> None:
+    # A chunk applied twice, or after a gap, finds the job's checkpoint elsewhere and
+    # commits nothing: that, not a constraint on (job_id, row_number), keeps rows exactly once.
+    job_id = make_job(org[0], series, 2, database_url)
+    with admin_transaction() as session:
+        claimed = jobs.claim(session, job_id, "owner")
+    assert claimed is not None
+    base = 4_000_000_000 + org[0] * 100_000
+    with chunk_applier(claimed, org[0], series, "owner") as applier:
+
+        def record(number: int, coupon: int) -> Candidate | Failure:
+            cells = [str(SAMPLE_MS + coupon), "T1", str(base + coupon), f"C{coupon:08d}"]
+            return applier.checker.check(number, cells, None)
+
+        first = [record(2, 0)]  # the header is record 1: the job starts at next_record 1
+        outcome = applier.apply(first, first_record=1, end_offset=40, next_record=3)
+        assert (outcome.succeeded, outcome.failed) == (1, 0)
+        for again in (1, 4):  # the same chunk again; a chunk that skips record 3
+            with pytest.raises(LeaseLost):
+                applier.apply([record(3, 1)], first_record=again, end_offset=80, next_record=4)
+        # From the checkpoint, the next chunk applies.
+        outcome = applier.apply([record(3, 1)], first_record=3, end_offset=80, next_record=4)
+        assert (outcome.succeeded, outcome.failed) == (1, 0)
+    after = job_row(job_id)
+    assert (after["rows_processed"], after["next_record"]) == (2, 4)
+    with admin_transaction() as session:
+        assert (
+            session.execute(
+                text("SELECT count(*) FROM redemptions WHERE job_id = :id"), {"id": job_id}
+            ).scalar_one()
+            == 2
+        )
 
 
 def test_slices_hand_the_job_on_and_it_completes_exactly_once(

@@ -21,10 +21,10 @@ import pytest
 from psycopg import errors
 
 from core import jobs
-from core.apply import ChunkApplier, load_series, prepare_connection
+from core.apply import ChunkApplier
 from core.codes import RowError
 from core.db import admin_transaction, get_engine
-from core.rows import CouponIdentifier, CustomerIdentifier, Mapping, RowChecker
+from tests.appliers import chunk_applier
 from tests.factories import (
     SAMPLE_MS,
     create_coupon,
@@ -320,35 +320,11 @@ def test_a_chunk_after_a_customers_delete_fails_instead_of_leaving_an_orphan(
 
 @contextmanager
 def applier_for(job_id: int, org_id: int, series_id: int) -> Iterator[ChunkApplier]:
-    """The job claimed, and an applier on a service connection, as core.pipeline makes it."""
     with admin_transaction() as session:
         claimed = jobs.claim(session, job_id, "test-owner")
     assert claimed is not None
-    mapping = Mapping(
-        columns=dict(claimed.upload_headers),
-        customer=CustomerIdentifier.MOBILE,
-        coupon=CouponIdentifier.COUPON_CODE,
-    )
-    raw = get_engine().raw_connection()
-    try:
-        conn = raw.driver_connection
-        conn.rollback()
-        prepare_connection(conn)
-        with conn.transaction():
-            conn.execute("SELECT set_config('app.org_id', %s, true)", (str(org_id),))
-            rules = load_series(conn, series_id)
-        yield ChunkApplier(
-            conn,
-            job_id=job_id,
-            org_id=org_id,
-            token="test-owner",
-            series=rules,
-            checker=RowChecker(mapping, claimed.created_at_ms, claimed.report_width),
-            customer_key="mobile",
-            lease_seconds=60,
-        )
-    finally:
-        raw.close()
+    with chunk_applier(claimed, org_id, series_id, "test-owner") as applier:
+        yield applier
 
 
 @pytest.mark.parametrize(
@@ -378,7 +354,7 @@ def test_a_delete_between_a_chunks_look_ups_and_its_insert_sends_it_looking_agai
             applier.checker.check(2, [str(SAMPLE_MS), "T1", "919988776620", "RACE1"], None),
             applier.checker.check(3, [str(SAMPLE_MS), "T1", "919988776621", "RACE2"], None),
         ]
-        prepared = applier.prepare(applier.conn, rows, end_offset=10, next_record=4)
+        prepared = applier.prepare(applier.conn, rows, first_record=1, end_offset=10, next_record=4)
         # Both rows found their customer and coupon; then one of them goes.
         assert [s.coupon_id for s in prepared.resolved.survivors] == [coupon, kept_coupon]
         gone = customer if deleted == "customers" else coupon

@@ -140,8 +140,8 @@ class Coupon(Base):
 class Redemption(Base):
     __tablename__ = "redemptions"
     __table_args__ = (
-        # The same redemption recorded twice is a duplicate (790), whichever job brought it; a
-        # row applied again is the same redemption, so this also refuses a chunk applied twice.
+        # The same redemption recorded twice is a duplicate (790), whichever job brought it. (A
+        # chunk is never applied twice: its commit checks the job's checkpoint, core/apply.py.)
         UniqueConstraint(
             "coupon_id",
             "redeemed_ms",

@@ -1,11 +1,12 @@
 """Drop the unique constraint on redemptions (job_id, row_number).
 
-It was to make a chunk applied twice fail instead of redeeming twice. The natural key does that
-already: a row of a file, applied again, is the same coupon, time, till and bill, and
-`uq_redemptions_natural_key` refuses it whichever job brings it; what keeps a chunk from being
-applied twice at all is its checkpoint, committed with it under the job's lease. No query looks
-redemptions up by job and row. Keeping its index cost the lower bound 2 s of a million rows
-(bench/README.md).
+It was the backstop against a chunk applied twice. What keeps a chunk from being applied twice
+now is its checkpoint: a chunk commits only under the job's lease and only if the job's
+`next_record` is where the chunk starts (core/apply.py), in the transaction that moves it on;
+a chunk applied again, or after a gap, commits nothing. (The natural key would refuse a raw
+insert of the same rows again, but the chunk applier would turn them into 790 failures first.)
+No query looks redemptions up by job and row. Keeping its index cost the lower bound 1.9 s of
+a million rows (bench/README.md).
 
 Revision ID: 0008
 Revises: 0007
