@@ -191,8 +191,9 @@ class ChunkApplier:
         """Each staged row with its customer and its coupon (and the coupon's own rules).
 
         Customer and coupon are resolved by LATERAL probes of their unique indexes: a non-empty
-        userId / couponId decides alone, else the job's identifier column. Only columns those
-        indexes carry are read, so the probes are index-only (migration 0007).
+        userId / couponId decides alone, else the job's identifier column. Only columns the
+        indexes carry are read, so the probes by mobile, email, external id, userId and coupon
+        code are index-only (migration 0007); a coupon found by couponId visits the heap.
         """
         by_key = ""
         if self.customer_column is not None:

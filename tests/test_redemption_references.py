@@ -224,25 +224,46 @@ def test_deleting_an_org_leaves_no_redemption_behind(owner: psycopg.Connection[A
     assert count(owner, "SELECT count(*) FROM redemptions WHERE org_id = %s", org_id) == 0
 
 
-def test_a_redeemed_coupons_or_customers_keys_cannot_change(
+def test_a_coupons_or_customers_keys_never_change(
     owner: psycopg.Connection[Any], ref: dict[str, int]
 ) -> None:
     other_series = create_series(ref["org_id"], name="move-to")
     unredeemed = create_coupon(ref["org_id"], ref["series_id"], "FREE")
     redeem(owner, **ref)
-
-    def move(coupon: int) -> None:
-        owner.execute("UPDATE coupons SET series_id = %s WHERE id = %s", (other_series, coupon))
-
-    with pytest.raises(errors.ForeignKeyViolation), owner.transaction():
-        move(ref["coupon_id"])
+    # Redeemed or not: a chunk may hold a coupon or customer it found a moment ago.
+    for coupon in (ref["coupon_id"], unredeemed):
+        with pytest.raises(errors.ForeignKeyViolation), owner.transaction():
+            owner.execute("UPDATE coupons SET series_id = %s WHERE id = %s", (other_series, coupon))
     with pytest.raises(errors.ForeignKeyViolation), owner.transaction():
         owner.execute("UPDATE customers SET id = %s WHERE id = %s", (10**15, ref["customer_id"]))
-    move(unredeemed)  # nothing refers to it: it may move
-    assert count(owner, "SELECT series_id FROM coupons WHERE id = %s", unredeemed) == other_series
-    # Other columns of a redeemed coupon or customer change as before.
+    assert (
+        count(owner, "SELECT series_id FROM coupons WHERE id = %s", unredeemed) == ref["series_id"]
+    )
+    # Their other columns change as before.
     owner.execute("UPDATE coupons SET revoked_at = now() WHERE id = %s", (ref["coupon_id"],))
     owner.execute("UPDATE customers SET name = 'n' WHERE id = %s", (ref["customer_id"],))
+
+
+def test_coupons_and_customers_cannot_be_truncated_under_redemptions(
+    owner: psycopg.Connection[Any], ref: dict[str, int]
+) -> None:
+    redeem(owner, **ref)
+    for table in ("coupons", "customers"):
+        with pytest.raises(errors.ForeignKeyViolation), owner.transaction():
+            owner.execute(f"TRUNCATE {table} CASCADE")
+    assert redemptions_of(owner, "coupon_id", ref["coupon_id"]) == 1
+
+
+def test_a_cascading_delete_must_run_at_read_committed(
+    database_url: str, owner: psycopg.Connection[Any], ref: dict[str, int]
+) -> None:
+    redeem(owner, **ref)
+    with psycopg.connect(database_url) as conn:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        with pytest.raises(errors.FeatureNotSupported):
+            conn.execute("DELETE FROM customers WHERE id = %s", (ref["customer_id"],))
+        conn.rollback()
+    assert redemptions_of(owner, "customer_id", ref["customer_id"]) == 1
 
 
 def _waiting_for_a_lock(conn: psycopg.Connection[Any], pid: int) -> bool:
@@ -278,6 +299,9 @@ def test_a_customer_deleted_while_a_chunk_inserts_takes_the_chunks_rows_along(
         # The delete waits for the chunk's series lock...
         assert _waiting_for_a_lock(owner, deleter.info.backend_pid)
         assert not done.is_set()
+        # ...and does not hold the org's row meanwhile: the chunk's row errors, whose
+        # foreign key key-share locks it, still go in (no deadlock).
+        chunk.execute("SELECT 1 FROM orgs WHERE id = %s FOR KEY SHARE", (ref["org_id"],))
         chunk.commit()
         thread.join(timeout=10)
         # ...then sees the chunk's rows, and deletes them with the customer.
@@ -387,3 +411,57 @@ def test_the_service_role_is_checked_like_anyone_else_unless_its_transaction_vou
     finally:
         raw.close()
     assert redemptions_of(owner, "coupon_id", elsewhere) == 0
+
+
+def test_another_writer_waits_for_a_delete_in_flight_and_is_then_refused(
+    database_url: str, owner: psycopg.Connection[Any], ref: dict[str, int]
+) -> None:
+    # A writer that does not vouch for its rows (anyone but the chunk applier) is checked as
+    # a foreign key would check it: it waits for the delete, then sees the customer gone.
+    with psycopg.connect(database_url) as deleter, psycopg.connect(database_url) as writer:
+        deleter.execute("DELETE FROM customers WHERE id = %s", (ref["customer_id"],))
+        outcome: list[BaseException | None] = []
+
+        def write() -> None:
+            try:
+                redeem(writer, **ref)
+                writer.commit()
+                outcome.append(None)
+            except psycopg.Error as exc:
+                writer.rollback()
+                outcome.append(exc)
+
+        thread = threading.Thread(target=write)
+        thread.start()
+        assert _waiting_for_a_lock(owner, writer.info.backend_pid)
+        deleter.commit()
+        thread.join(timeout=10)
+    assert len(outcome) == 1 and isinstance(outcome[0], errors.ForeignKeyViolation)
+    assert redemptions_of(owner, "customer_id", ref["customer_id"]) == 0
+
+
+def test_no_series_of_the_org_appears_while_one_of_its_customers_is_deleted(
+    database_url: str, owner: psycopg.Connection[Any], ref: dict[str, int]
+) -> None:
+    # The delete counts itself on every series of the org: a series made meanwhile would
+    # escape the count, so making one waits for the delete to end.
+    with psycopg.connect(database_url) as deleter, psycopg.connect(database_url) as maker:
+        deleter.execute("DELETE FROM customers WHERE id = %s", (ref["customer_id"],))
+        made: list[int] = []
+
+        def make() -> None:
+            row = maker.execute(
+                "INSERT INTO coupon_series (org_id, name) VALUES (%s, 'meanwhile') RETURNING id",
+                (ref["org_id"],),
+            ).fetchone()
+            maker.commit()
+            assert row is not None
+            made.append(int(row[0]))
+
+        thread = threading.Thread(target=make)
+        thread.start()
+        assert _waiting_for_a_lock(owner, maker.info.backend_pid)
+        assert not made
+        deleter.commit()
+        thread.join(timeout=10)
+    assert len(made) == 1

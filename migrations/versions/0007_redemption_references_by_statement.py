@@ -8,16 +8,22 @@ WAL 1,370 MiB against 770 MiB; bench/README.md). What the keys guaranteed is kep
 
 - deleting coupons or customers deletes their redemptions (the keys' ON DELETE CASCADE). The
   delete first counts itself on the series concerned (`reference_deletions`, a coupon's series,
-  or every series of a customer's org), which waits for the series locks that chunks hold while
-  they insert (core/apply.py): a chunk either commits before the delete looks for its rows, or
-  takes the lock after it and sees the count moved, and then resolves its rows again;
+  or every series of a customer's org, whose row it also locks so that no new series of the
+  org appears meanwhile), which waits for the series locks that chunks hold while they insert
+  (core/apply.py): a chunk either commits before the delete looks for its rows, or takes the
+  lock after it and sees the count moved, and then resolves its rows again. Such deletes run
+  at READ COMMITTED only: at a higher level their look for redemptions would not see what
+  committed while they waited;
 - every redemption's coupon exists in the redemption's series and org, and its customer in its
   org: one set-based check of each statement's new rows (a transition table) after every
-  INSERT or UPDATE of redemptions. The chunk applier, which resolved its ids under row-level
-  security and the series lock and checked the count above, says so for its transaction
+  INSERT or UPDATE of redemptions, after share-locking their series as a foreign key's check
+  locks what it finds. The chunk applier, which resolved its ids under row-level security
+  and the series lock and checked the count above, says so for its transaction
   (`app.references_checked`) and is spared it: 4.7 s of the lower bound's 32.2 s a million
   rows, two index probes a row. Every other writer, the owner included, is checked;
-- a coupon's or customer's key columns cannot change under its redemptions (NO ACTION).
+- a coupon's id, series and org, and a customer's id and org, never change (nothing in the
+  service moves them; a chunk may hold one it found), and coupons and customers cannot be
+  truncated while redemptions exist.
 
 Deleting a coupon now also deletes its counter, which had no key and was left behind.
 
@@ -48,6 +54,16 @@ depends_on: str | Sequence[str] | None = None
 
 # SECURITY DEFINER: the checks see every org (row-level security would hide the very rows a
 # cross-org pair names), and compare the orgs themselves.
+# Deletes must see what chunks committed while they waited for the series locks: only READ
+# COMMITTED takes a new snapshot after the wait.
+_READ_COMMITTED_ONLY = """
+            IF current_setting('transaction_isolation') <> 'read committed' THEN
+                RAISE EXCEPTION 'delete % at READ COMMITTED: the cascade to redemptions '
+                    'must see redemptions committed while it waited', TG_TABLE_NAME
+                    USING ERRCODE = 'feature_not_supported';
+            END IF;
+"""
+
 FUNCTIONS = {
     "br_redemptions_check_references()": """
         CREATE FUNCTION br_redemptions_check_references() RETURNS trigger
@@ -58,6 +74,11 @@ FUNCTIONS = {
             IF current_setting('app.references_checked', true) = 'on' THEN
                 RETURN NULL;
             END IF;
+            -- Like a foreign key's check, wait for deletes in flight (they hold these series
+            -- locks) and hold them off until this transaction ends; then look.
+            PERFORM 1 FROM coupon_series s
+            WHERE s.id IN (SELECT DISTINCT series_id FROM br_new)
+            ORDER BY s.id FOR SHARE;
             SELECT n.coupon_id, n.series_id, n.org_id INTO bad FROM br_new n
             WHERE NOT EXISTS (
                 SELECT 1 FROM coupons k
@@ -88,7 +109,9 @@ FUNCTIONS = {
     "br_coupons_cascade_redemptions()": """
         CREATE FUNCTION br_coupons_cascade_redemptions() RETURNS trigger
         LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp AS $$
-        BEGIN
+        BEGIN"""
+    + _READ_COMMITTED_ONLY
+    + """
             -- Waits for the chunks inserting into these series; later ones see the count move.
             PERFORM 1 FROM coupon_series s
             WHERE s.id IN (SELECT DISTINCT series_id FROM br_old)
@@ -104,8 +127,20 @@ FUNCTIONS = {
     "br_customers_cascade_redemptions()": """
         CREATE FUNCTION br_customers_cascade_redemptions() RETURNS trigger
         LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp AS $$
-        BEGIN
-            -- A customer redeems in any series of its org: all of them count the delete.
+        BEGIN"""
+    + _READ_COMMITTED_ONLY
+    + """
+            -- A customer redeems in any series of its org. Its series first (waiting for
+            -- their chunks, which may hold the org's row too, as job_row_errors' key locks
+            -- it), then the org's row FOR UPDATE, which holds off new series of the org
+            -- (their foreign key waits for it), then the series again: any made meanwhile.
+            -- A chunk of such a series caught between the two may deadlock with the delete;
+            -- Postgres then ends one of them, and the chunk is retried or the delete re-run.
+            PERFORM 1 FROM coupon_series s
+            WHERE s.org_id IN (SELECT DISTINCT org_id FROM br_old)
+            ORDER BY s.id FOR NO KEY UPDATE;
+            PERFORM 1 FROM orgs WHERE id IN (SELECT DISTINCT org_id FROM br_old)
+            ORDER BY id FOR UPDATE;
             PERFORM 1 FROM coupon_series s
             WHERE s.org_id IN (SELECT DISTINCT org_id FROM br_old)
             ORDER BY s.id FOR NO KEY UPDATE;
@@ -117,18 +152,23 @@ FUNCTIONS = {
         END
         $$
     """,
-    "br_refuse_rekeying_redeemed()": """
-        CREATE FUNCTION br_refuse_rekeying_redeemed() RETURNS trigger
+    "br_refuse_rekeying()": """
+        CREATE FUNCTION br_refuse_rekeying() RETURNS trigger
         LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp AS $$
         BEGIN
-            IF TG_TABLE_NAME = 'coupons' THEN
-                PERFORM 1 FROM redemptions WHERE coupon_id = OLD.id LIMIT 1;
-            ELSE
-                PERFORM 1 FROM redemptions
-                WHERE customer_id = OLD.id AND org_id = OLD.org_id LIMIT 1;
-            END IF;
-            IF FOUND THEN
-                RAISE EXCEPTION '% % has redemptions: its keys cannot change', TG_TABLE_NAME, OLD.id
+            -- Nothing in the service moves a coupon or a customer; a chunk may have found
+            -- this one already, and redemptions may name it. Make a new one instead.
+            RAISE EXCEPTION '% %: its id, org and series cannot change', TG_TABLE_NAME, OLD.id
+                USING ERRCODE = 'foreign_key_violation';
+        END
+        $$
+    """,
+    "br_refuse_truncating_redeemed()": """
+        CREATE FUNCTION br_refuse_truncating_redeemed() RETURNS trigger
+        LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+        BEGIN
+            IF EXISTS (SELECT 1 FROM redemptions) THEN
+                RAISE EXCEPTION 'truncate redemptions before %', TG_TABLE_NAME
                     USING ERRCODE = 'foreign_key_violation';
             END IF;
             RETURN NULL;
@@ -143,8 +183,10 @@ TRIGGERS = (
     ("br_redemptions_references_update", "redemptions"),
     ("br_coupons_cascade_redemptions", "coupons"),
     ("br_customers_cascade_redemptions", "customers"),
-    ("br_coupons_keys_redeemed", "coupons"),
-    ("br_customers_keys_redeemed", "customers"),
+    ("br_coupons_keys", "coupons"),
+    ("br_customers_keys", "customers"),
+    ("br_coupons_truncate", "coupons"),
+    ("br_customers_truncate", "customers"),
 )
 
 
@@ -196,15 +238,20 @@ def upgrade() -> None:
         "EXECUTE FUNCTION br_customers_cascade_redemptions()"
     )
     op.execute(
-        "CREATE TRIGGER br_coupons_keys_redeemed AFTER UPDATE OF id, series_id, org_id "
-        "ON coupons FOR EACH ROW WHEN (OLD.id <> NEW.id OR OLD.series_id <> NEW.series_id "
-        "OR OLD.org_id <> NEW.org_id) EXECUTE FUNCTION br_refuse_rekeying_redeemed()"
+        "CREATE TRIGGER br_coupons_keys BEFORE UPDATE OF id, series_id, org_id ON coupons "
+        "FOR EACH ROW WHEN (OLD.id <> NEW.id OR OLD.series_id <> NEW.series_id "
+        "OR OLD.org_id <> NEW.org_id) EXECUTE FUNCTION br_refuse_rekeying()"
     )
     op.execute(
-        "CREATE TRIGGER br_customers_keys_redeemed AFTER UPDATE OF id, org_id "
-        "ON customers FOR EACH ROW WHEN (OLD.id <> NEW.id OR OLD.org_id <> NEW.org_id) "
-        "EXECUTE FUNCTION br_refuse_rekeying_redeemed()"
+        "CREATE TRIGGER br_customers_keys BEFORE UPDATE OF id, org_id ON customers "
+        "FOR EACH ROW WHEN (OLD.id <> NEW.id OR OLD.org_id <> NEW.org_id) "
+        "EXECUTE FUNCTION br_refuse_rekeying()"
     )
+    for table in ("coupons", "customers"):
+        op.execute(
+            f"CREATE TRIGGER br_{table}_truncate BEFORE TRUNCATE ON {table} "
+            "FOR EACH STATEMENT EXECUTE FUNCTION br_refuse_truncating_redeemed()"
+        )
 
 
 def downgrade() -> None:
