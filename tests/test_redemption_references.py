@@ -309,36 +309,6 @@ def test_a_customer_deleted_while_a_chunk_inserts_takes_the_chunks_rows_along(
     assert redemptions_of(owner, "customer_id", ref["customer_id"]) == 0
 
 
-def test_a_chunk_after_a_customers_delete_fails_instead_of_leaving_an_orphan(
-    database_url: str, owner: psycopg.Connection[Any], ref: dict[str, int]
-) -> None:
-    with psycopg.connect(database_url) as chunk, psycopg.connect(database_url) as deleter:
-        deleter.execute("DELETE FROM customers WHERE id = %s", (ref["customer_id"],))
-        outcome: list[BaseException | None] = []
-
-        def apply_chunk() -> None:
-            try:
-                chunk.execute(
-                    "SELECT 1 FROM coupon_series WHERE id = %s FOR NO KEY UPDATE",
-                    (ref["series_id"],),
-                )
-                redeem(chunk, **ref)
-                chunk.commit()
-                outcome.append(None)
-            except psycopg.Error as exc:
-                chunk.rollback()
-                outcome.append(exc)
-
-        thread = threading.Thread(target=apply_chunk)
-        thread.start()
-        assert _waiting_for_a_lock(owner, chunk.info.backend_pid)
-        deleter.commit()
-        thread.join(timeout=10)
-    assert len(outcome) == 1
-    assert isinstance(outcome[0], errors.ForeignKeyViolation)
-    assert redemptions_of(owner, "customer_id", ref["customer_id"]) == 0
-
-
 # --- the chunk applier, which is spared the per-row check -------------------------------------
 
 
@@ -413,17 +383,26 @@ def test_the_service_role_is_checked_like_anyone_else_unless_its_transaction_vou
     assert redemptions_of(owner, "coupon_id", elsewhere) == 0
 
 
-def test_another_writer_waits_for_a_delete_in_flight_and_is_then_refused(
-    database_url: str, owner: psycopg.Connection[Any], ref: dict[str, int]
+@pytest.mark.parametrize(
+    "series_lock_first", [True, False], ids=["a-chunk's-order", "another-writer"]
+)
+def test_an_insert_after_a_customers_delete_fails_instead_of_leaving_an_orphan(
+    database_url: str, owner: psycopg.Connection[Any], ref: dict[str, int], series_lock_first: bool
 ) -> None:
-    # A writer that does not vouch for its rows (anyone but the chunk applier) is checked as
-    # a foreign key would check it: it waits for the delete, then sees the customer gone.
-    with psycopg.connect(database_url) as deleter, psycopg.connect(database_url) as writer:
+    # A chunk takes the series lock before it inserts; any other writer is checked as a
+    # foreign key would check it. Either way it waits for the delete, then sees the customer
+    # gone.
+    with psycopg.connect(database_url) as writer, psycopg.connect(database_url) as deleter:
         deleter.execute("DELETE FROM customers WHERE id = %s", (ref["customer_id"],))
         outcome: list[BaseException | None] = []
 
         def write() -> None:
             try:
+                if series_lock_first:
+                    writer.execute(
+                        "SELECT 1 FROM coupon_series WHERE id = %s FOR NO KEY UPDATE",
+                        (ref["series_id"],),
+                    )
                 redeem(writer, **ref)
                 writer.commit()
                 outcome.append(None)
@@ -436,7 +415,8 @@ def test_another_writer_waits_for_a_delete_in_flight_and_is_then_refused(
         assert _waiting_for_a_lock(owner, writer.info.backend_pid)
         deleter.commit()
         thread.join(timeout=10)
-    assert len(outcome) == 1 and isinstance(outcome[0], errors.ForeignKeyViolation)
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], errors.ForeignKeyViolation)
     assert redemptions_of(owner, "customer_id", ref["customer_id"]) == 0
 
 
