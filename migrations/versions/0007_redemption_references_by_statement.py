@@ -52,8 +52,6 @@ down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# SECURITY DEFINER: the checks see every org (row-level security would hide the very rows a
-# cross-org pair names), and compare the orgs themselves.
 # Deletes must see what chunks committed while they waited for the series locks: only READ
 # COMMITTED takes a new snapshot after the wait.
 _READ_COMMITTED_ONLY = """
@@ -64,6 +62,8 @@ _READ_COMMITTED_ONLY = """
             END IF;
 """
 
+# SECURITY DEFINER: the checks see every org (row-level security would hide the very rows a
+# cross-org pair names), and compare the orgs themselves.
 FUNCTIONS = {
     "br_redemptions_check_references()": """
         CREATE FUNCTION br_redemptions_check_references() RETURNS trigger
