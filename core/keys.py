@@ -60,11 +60,6 @@ def prefix_of(key: str) -> str:
     return key[: len(KEY_PREFIX) + PREFIX_CHARS]
 
 
-# Before we know the org, row-level security hides every key: finding keys by their visible
-# prefix is the one thing the service may do across orgs, through a function of the owner's.
-LOOKUP_SQL = "SELECT key_id, org_id, key_hash, last_used_at FROM br_key_lookup(%s)"
-
-
 def match(candidates: Iterable[Sequence[Any]], key: str) -> KeyMatch | None:
     """Which of the keys found by `key`'s prefix, (key_id, org_id, key_hash, last_used_at)
     rows, `key` is: the secret part is checked by a constant-time comparison of hashes."""
@@ -81,8 +76,14 @@ def identify(session: Session, key: str) -> KeyMatch | None:
     """The valid, unrevoked key that `key` is, else None; reads only."""
     if not key:
         return None
-    lookup = text(LOOKUP_SQL.replace("%s", ":prefix"))
-    return match(session.execute(lookup, {"prefix": prefix_of(key)}).all(), key)
+    # Before we know the org, row-level security hides every key: finding keys by their
+    # visible prefix is the one thing the service may do across orgs, through a function of
+    # the owner's.
+    candidates = session.execute(
+        text("SELECT key_id, org_id, key_hash, last_used_at FROM br_key_lookup(:prefix)"),
+        {"prefix": prefix_of(key)},
+    ).all()
+    return match(candidates, key)
 
 
 def touch(session: Session, match: KeyMatch) -> None:
