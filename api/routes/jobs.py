@@ -55,9 +55,9 @@ async def get_job(job_id: JobId, request: Request) -> dict[str, Any]:
 
 def _job_document(request: Request, job_id: int) -> dict[str, Any]:
     found = jobs.poll(required_key(request), job_id)
-    admitted(found.key)
-    if found.key is not None:
+    if found.key is not None:  # a use even when over the rate, as OrgTx records it
         record_use(found.key)
+    admitted(found.key)
     if found.job is None:
         raise not_found("job")
     return jobs.job_document(found.job, delivery=found.delivery)
