@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 from core import jobs
 from core.apply import ChunkApplier, load_series, prepare_connection
-from core.db import get_engine
+from core.db import admin_transaction, get_engine
 from core.rows import CouponIdentifier, CustomerIdentifier, Mapping, RowChecker
 
 
@@ -42,3 +42,13 @@ def chunk_applier(
         )
     finally:
         raw.close()
+
+
+@contextmanager
+def claimed_applier(job_id: int, org_id: int, series_id: int, token: str) -> Iterator[ChunkApplier]:
+    """The job claimed with `token`, and its applier."""
+    with admin_transaction() as session:
+        claimed = jobs.claim(session, job_id, token)
+    assert claimed is not None
+    with chunk_applier(claimed, org_id, series_id, token) as applier:
+        yield applier

@@ -11,7 +11,7 @@ from core.db import admin_transaction
 from core.rows import Candidate, Failure
 from core.settings import get_settings
 from core.storage import get_storage
-from tests.appliers import chunk_applier
+from tests.appliers import chunk_applier, claimed_applier
 from tests.factories import SAMPLE_MS, bulk_customers_and_coupons, create_job, create_series
 
 
@@ -83,11 +83,8 @@ def test_a_chunk_commits_only_from_the_checkpoint_it_starts_at(
     # A chunk applied twice, or after a gap, finds the job's checkpoint elsewhere and
     # commits nothing: that, not a constraint on (job_id, row_number), keeps rows exactly once.
     job_id = make_job(org[0], series, 2, database_url)
-    with admin_transaction() as session:
-        claimed = jobs.claim(session, job_id, "owner")
-    assert claimed is not None
     base = 4_000_000_000 + org[0] * 100_000
-    with chunk_applier(claimed, org[0], series, "owner") as applier:
+    with claimed_applier(job_id, org[0], series, "owner") as applier:
 
         def record(number: int, coupon: int) -> Candidate | Failure:
             cells = [str(SAMPLE_MS + coupon), "T1", str(base + coupon), f"C{coupon:08d}"]

@@ -13,18 +13,15 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg import errors
 
-from core import jobs
-from core.apply import ChunkApplier
 from core.codes import RowError
-from core.db import admin_transaction, get_engine
-from tests.appliers import chunk_applier
+from core.db import get_engine
+from tests.appliers import claimed_applier
 from tests.factories import (
     SAMPLE_MS,
     create_coupon,
@@ -312,15 +309,6 @@ def test_a_customer_deleted_while_a_chunk_inserts_takes_the_chunks_rows_along(
 # --- the chunk applier, which is spared the per-row check -------------------------------------
 
 
-@contextmanager
-def applier_for(job_id: int, org_id: int, series_id: int) -> Iterator[ChunkApplier]:
-    with admin_transaction() as session:
-        claimed = jobs.claim(session, job_id, "test-owner")
-    assert claimed is not None
-    with chunk_applier(claimed, org_id, series_id, "test-owner") as applier:
-        yield applier
-
-
 @pytest.mark.parametrize(
     ("deleted", "code"),
     [("customers", RowError.CUSTOMER_NOT_FOUND), ("coupons", RowError.COUPON_NOT_FOUND)],
@@ -343,7 +331,7 @@ def test_a_delete_between_a_chunks_look_ups_and_its_insert_sends_it_looking_agai
             f"{SAMPLE_MS},T1,919988776621,RACE2",
         ],
     )
-    with applier_for(job, org_id, series) as applier:
+    with claimed_applier(job, org_id, series, "test-owner") as applier:
         rows = [
             applier.checker.check(2, [str(SAMPLE_MS), "T1", "919988776620", "RACE1"], None),
             applier.checker.check(3, [str(SAMPLE_MS), "T1", "919988776621", "RACE2"], None),
