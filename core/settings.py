@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     # Worker. Chunks of 5,000, 10,000 and 20,000 rows applied a million in 27.0, 27.4 and
     # 27.2 s (bench/README.md): 10,000 commits progress every ~0.3 s and keeps a chunk small.
     chunk_rows: int = 10_000
+    # Workers run as batch work this many steps below normal (nice), so that a job leaves
+    # the API a core when it wants one (worker/priority.py); 0 keeps them at normal priority.
+    worker_nice: int = 10
     # A worker renews its lease every quarter of this; a crashed worker's job resumes elsewhere
     # once the lease has lapsed and beat has swept it.
     lease_seconds: int = 60

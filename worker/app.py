@@ -19,6 +19,7 @@ from prometheus_client import start_http_server
 from core import logs
 from core.db import dispose_engine
 from core.settings import get_settings
+from worker.priority import lower_priority
 
 settings = get_settings()
 
@@ -62,6 +63,11 @@ GIL_SWITCH_SECONDS = 0.0005
 @worker_init.connect
 def _short_gil_slices(**_: Any) -> None:
     sys.setswitchinterval(GIL_SWITCH_SECONDS)
+
+
+@worker_init.connect
+def _below_the_api(**_: Any) -> None:
+    lower_priority(get_settings().worker_nice)
 
 
 @worker_process_init.connect
