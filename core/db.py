@@ -14,6 +14,7 @@ from core.settings import get_settings
 
 _engine: Engine | None = None
 _engine_pid: int | None = None
+_poll_engine: tuple[int, Engine] | None = None
 _sessionmaker: sessionmaker[Session] | None = None
 _admin: tuple[int, sessionmaker[Session]] | None = None
 
@@ -37,6 +38,11 @@ def app_url_from(owner_url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}@{host}"))
 
 
+# Our statements are short and, over temp tables without statistics, misestimated: JIT
+# compiled chunk statements for ~250 ms each, longer than they ran.
+SESSION_OPTIONS = "-c jit=off"
+
+
 def get_engine() -> Engine:
     global _engine, _engine_pid, _sessionmaker
     if _engine is None or _engine_pid != os.getpid():
@@ -46,13 +52,8 @@ def get_engine() -> Engine:
         _engine = create_engine(
             sqlalchemy_url(get_settings().database_url),
             pool_pre_ping=True,
-            # Our statements are short and, over temp tables without statistics, misestimated:
-            # JIT compiled chunk statements for ~250 ms each, longer than they ran.
-            connect_args={"options": "-c jit=off"},
-            # Kept open between requests: a poll that has to open a connection waits for a
-            # new backend. With 10, bursts of 50 pollers churned overflow connections and
-            # their p99 was 46-65 ms on an idle machine; with 30 it was 12-19 ms.
-            pool_size=get_settings().db_pool_size,
+            connect_args={"options": SESSION_OPTIONS},
+            pool_size=10,
             max_overflow=10,
         )
         _engine_pid = os.getpid()
@@ -60,9 +61,36 @@ def get_engine() -> Engine:
     return _engine
 
 
+POLL_APPLICATION = "bulkredeem poll"  # how the poll connections show in pg_stat_activity
+
+
+def get_poll_engine() -> Engine:
+    """Connections for GET /v1/jobs/{id} alone (core.jobs.poll): autocommit, so that its one
+    query goes alone, and no ping before each use, a round trip of its own that cost polls
+    ~10 ms of their p99 while a job ran (bench/README.md). A connection the server dropped
+    fails a poll's first try; the poll then drops the pool (after a restart every connection
+    in it is dead) and asks again on a new connection."""
+    global _poll_engine
+    if _poll_engine is None or _poll_engine[0] != os.getpid():
+        if _poll_engine is not None:
+            _poll_engine[1].dispose(close=False)
+        engine = create_engine(
+            sqlalchemy_url(get_settings().database_url),
+            isolation_level="AUTOCOMMIT",
+            connect_args={"options": SESSION_OPTIONS, "application_name": POLL_APPLICATION},
+            # Kept open between requests: a poll that has to open a connection waits for a
+            # new backend. With 10, bursts of 50 pollers churned overflow connections and
+            # their p99 was 46-65 ms on an idle machine; with 30 it was 12-19 ms.
+            pool_size=get_settings().db_pool_size,
+            max_overflow=10,
+        )
+        _poll_engine = (os.getpid(), engine)
+    return _poll_engine[1]
+
+
 def warm_pool(connections: int) -> None:
-    """Open `connections` pooled connections now, so that the first requests find them."""
-    engine = get_engine()
+    """Open `connections` poll connections now, so that the first polls find them."""
+    engine = get_poll_engine()
     opened = []
     try:
         for _ in range(connections):
@@ -73,9 +101,12 @@ def warm_pool(connections: int) -> None:
 
 
 def dispose_engine() -> None:
-    global _engine, _sessionmaker, _admin
+    global _engine, _sessionmaker, _admin, _poll_engine
     if _engine is not None:
         _engine.dispose()
+    if _poll_engine is not None:
+        _poll_engine[1].dispose()
+        _poll_engine = None
     if _admin is not None:
         engine = _admin[1].kw["bind"]
         engine.dispose()

@@ -1,5 +1,5 @@
-"""GET /v1/jobs/{id}, the route clients poll, reads key and job in one round trip
-(core.jobs.poll): it must answer exactly as every other route would."""
+"""GET /v1/jobs/{id}, the route clients poll, reads key and job in one query on connections of
+its own (core.jobs.poll): it must answer exactly as every other route would."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from core import keys
-from core.db import admin_transaction
+from core.db import POLL_APPLICATION, admin_transaction, get_poll_engine
 from tests.factories import SAMPLE_MS, create_job, create_series
 
 
@@ -66,3 +66,66 @@ def test_a_polled_job_reads_as_the_job_list_shows_it(
     assert polled["progress"].pop("rowsPerSecond") is None
     assert listed["progress"].pop("rowsPerSecond") is None
     assert polled == listed
+
+
+def _poll_backends() -> list[int]:
+    with admin_transaction() as session:
+        return list(
+            session.execute(
+                text(
+                    "SELECT pid FROM pg_stat_activity"
+                    " WHERE application_name = :name AND datname = current_database()"
+                ),
+                {"name": POLL_APPLICATION},
+            ).scalars()
+        )
+
+
+def test_a_poll_leaves_no_org_on_its_connections(
+    client: TestClient, org: tuple[int, str], auth: dict[str, str]
+) -> None:
+    """The org a poll sets is its query's own: the next poll on that connection, whatever
+    its key, starts from none."""
+    series = create_series(org[0])
+    job = create_job(org[0], series, ["date,till,mobile,code", f"{SAMPLE_MS},T1,1,C1"])
+    for _ in range(3):
+        assert client.get(f"/v1/jobs/{job}", headers=auth).status_code == 200
+    pool = get_poll_engine().pool
+    held = [pool.connect() for _ in range(pool.checkedin())]  # every idle one, the poll's too
+    try:
+        assert held
+        for raw in held:
+            conn = raw.driver_connection
+            assert conn.autocommit
+            assert conn.execute("SELECT current_setting('app.org_id', true)").fetchone() in (
+                (None,),
+                ("",),
+            )
+    finally:
+        for raw in held:
+            raw.close()
+
+
+def test_polls_go_on_after_the_server_drops_every_poll_connection(
+    client: TestClient, org: tuple[int, str], auth: dict[str, str]
+) -> None:
+    """As after a Postgres restart: the pool holds only dead connections. The first poll
+    finds one dead, drops the pool and answers from a new connection; nothing fails."""
+    series = create_series(org[0])
+    job = create_job(org[0], series, ["date,till,mobile,code", f"{SAMPLE_MS},T1,1,C1"])
+    pool = get_poll_engine().pool
+    held = [pool.connect() for _ in range(3)]  # at least three in the pool
+    for raw in held:
+        raw.close()
+    assert client.get(f"/v1/jobs/{job}", headers=auth).status_code == 200
+    dead = _poll_backends()
+    assert len(dead) >= 3
+    with admin_transaction() as session:
+        session.execute(
+            text("SELECT pg_terminate_backend(pid) FROM unnest(:pids) pid"), {"pids": dead}
+        )
+    for _ in range(5):
+        polled = client.get(f"/v1/jobs/{job}", headers=auth)
+        assert polled.status_code == 200, polled.text
+        assert polled.json()["jobId"] == job
+    assert not set(dead) & set(_poll_backends())
