@@ -2,19 +2,22 @@
 
 A bounded loop: `count` asyncio tasks over one httpx.AsyncClient, each asking for the job every
 `interval` seconds (their starts spread over one interval) until the job has ended or
-`max_seconds` have passed. It runs on a thread of its own, so the bench's main thread can wait
-for the job meanwhile. Loopback only. `cpu_probe` (the API's CPU time) is read at the start and
-the end, to tell what the polling cost the server.
+`max_seconds` have passed. They run in a process of their own, as clients would: on a thread of
+the bench's, they shared its GIL with the bench's own waiter, and their p99 was that of the
+bench's process as much as the server's (bench/README.md). Loopback only. `cpu_probe` (the
+API's CPU time) is read at the start and the end, to tell what the polling cost the server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-import threading
+import multiprocessing
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.synchronize import Event
 
 import httpx
 
@@ -53,61 +56,92 @@ class ConcurrentPollers:
         max_seconds: float,
         cpu_probe: Callable[[], float] | None = None,
     ) -> None:
-        self.base_url = base_url
-        self.headers = {"Authorization": f"Bearer {api_key}"}
-        self.path = f"/v1/jobs/{job_id}"
-        self.count = count
-        self.interval = interval
-        self.max_seconds = max_seconds
         self.cpu_probe = cpu_probe
-        self.stats = PollStats()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._main, name="pollers", daemon=True)
+        # spawn: a fresh interpreter, nothing of the bench's threads or sockets.
+        context = multiprocessing.get_context("spawn")
+        self._stop = context.Event()
+        self._results, self._sender = context.Pipe(duplex=False)
+        poll = _Polling(base_url, api_key, job_id, count, interval, max_seconds)
+        self._process = context.Process(
+            target=poll.run, args=(self._stop, self._sender), name="pollers", daemon=True
+        )
+        self._cpu_before = 0.0
 
     def start(self) -> None:
-        self._thread.start()
+        self._cpu_before = self.cpu_probe() if self.cpu_probe else 0.0
+        self._process.start()
+        self._sender.close()  # the child's copy remains: if it dies, recv() ends at once
 
     def finish(self) -> PollStats:
         """Stop (if still polling) and wait for every task to end."""
         self._stop.set()
-        self._thread.join()
-        return self.stats
+        try:
+            stats: PollStats = self._results.recv()
+        except EOFError:
+            raise RuntimeError("the pollers' process ended without its figures") from None
+        finally:
+            self._process.join()
+        if self.cpu_probe:
+            stats.server_cpu = self.cpu_probe() - self._cpu_before
+        return stats
 
-    def _main(self) -> None:
-        asyncio.run(self._poll_all())
 
-    async def _poll_all(self) -> None:
+@dataclass(frozen=True)
+class _Polling:
+    """What the pollers' process runs (picklable, for spawn)."""
+
+    base_url: str
+    api_key: str
+    job_id: int
+    count: int
+    interval: float
+    max_seconds: float
+
+    def run(self, stop: Event, results: Connection) -> None:
+        stats = PollStats()
+        try:
+            asyncio.run(self._poll_all(stop, stats))
+        finally:
+            results.send(stats)
+
+    async def _poll_all(self, stop: Event, stats: PollStats) -> None:
         limits = httpx.Limits(max_connections=self.count, max_keepalive_connections=self.count)
-        cpu_before = self.cpu_probe() if self.cpu_probe else 0.0
+        headers = {"Authorization": f"Bearer {self.api_key}"}
         started = time.perf_counter()
         deadline = started + self.max_seconds
         async with httpx.AsyncClient(
-            base_url=self.base_url, headers=self.headers, limits=limits, timeout=30.0
+            base_url=self.base_url, headers=headers, limits=limits, timeout=30.0
         ) as client:
             await asyncio.gather(
                 *(
-                    self._poll(client, i * self.interval / self.count, deadline)
+                    self._poll(client, i * self.interval / self.count, deadline, stop, stats)
                     for i in range(self.count)
                 )
             )
-        self.stats.seconds = time.perf_counter() - started
-        if self.cpu_probe:
-            self.stats.server_cpu = self.cpu_probe() - cpu_before
+        stats.seconds = time.perf_counter() - started
 
-    async def _poll(self, client: httpx.AsyncClient, delay: float, deadline: float) -> None:
+    async def _poll(
+        self,
+        client: httpx.AsyncClient,
+        delay: float,
+        deadline: float,
+        stop: Event,
+        stats: PollStats,
+    ) -> None:
+        path = f"/v1/jobs/{self.job_id}"
         await asyncio.sleep(delay)
-        while not self._stop.is_set() and time.perf_counter() < deadline:
+        while not stop.is_set() and time.perf_counter() < deadline:
             sent = time.perf_counter()
             try:
-                response = await client.get(self.path)
+                response = await client.get(path)
             except httpx.HTTPError:
-                self.stats.failures += 1
+                stats.failures += 1
             else:
                 elapsed = time.perf_counter() - sent
                 if response.status_code != 200:
-                    self.stats.failures += 1
+                    stats.failures += 1
                 else:
-                    self.stats.latencies.append(elapsed)
+                    stats.latencies.append(elapsed)
                     if response.json()["status"] in TERMINAL:
-                        self._stop.set()
+                        stop.set()
             await asyncio.sleep(self.interval)
