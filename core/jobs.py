@@ -75,13 +75,14 @@ def poll(key: str, job_id: int) -> Poll:
     That route is what clients call over and over while a job runs, on a machine the job
     keeps busy, where every socket call and every wake-up waits for a core: a transaction of
     a key look-up, the org's setting, the job and its delivery made six round trips, a
-    pipeline of them still wrote and woke Postgres several times (bench/README.md). Here the
-    two statements go as one simple-protocol query, which Postgres runs as one transaction
-    and answers in one go: the key look-up sets the org of the key it finds (for that
-    transaction only), and the job is read under that org's row-level security, as every
-    request's reads are. The key is found by its hash in SQL (a SHA-256 digest tells nothing
-    of the key), and checked again in constant time (`keys.match`). The simple protocol
-    takes no parameters: the values go as literals, quoted by psycopg.
+    pipeline of them after the pool's ping two (bench/README.md). Here the two statements
+    go as one simple-protocol query, on a connection of the poll pool (autocommit, no ping),
+    which Postgres runs as one transaction and answers in one go: the key look-up sets the
+    org of the key it finds (for that transaction only), and the job is read under that
+    org's row-level security, as every request's reads are. The key is found by its hash
+    in SQL (a SHA-256 digest tells nothing of the key), and checked again in constant time
+    (`keys.match`). The simple protocol takes no parameters: the values go as literals,
+    quoted by psycopg.
     """
     query = _POLL.format(
         prefix=Literal(keys.prefix_of(key)), digest=Literal(keys.hash_key(key)), job=Literal(job_id)

@@ -2,7 +2,7 @@
 
 On the bench's 2 cores a million-row job keeps both busy, and every poll then waits for a core
 at each hand-off (uvicorn, Postgres, Redis, the client): with the worker at the API's own
-priority polls had a p99 of 66-184 ms, below it 24-49 ms, and the job took no longer
+priority polls had a p99 of 74-184 ms, below it 24-37 ms, and the job took no longer
 (bench/README.md, 2026-12-02). The job yields only when the API wants a core, which is rarely.
 """
 
