@@ -92,3 +92,9 @@ def test_workers_scale_and_share_what_they_must(services: dict[str, Any]) -> Non
         assert environment["DATABASE_URL"].startswith("postgresql://bulkredeem_app:")
         assert environment["DATABASE_ADMIN_URL"].startswith("postgresql://bulkredeem:")
     assert services["postgres"]["volumes"] and services["redis"]["volumes"]
+
+
+def test_workers_weigh_less_than_the_api_for_the_cpu(services: dict[str, Any]) -> None:
+    """Nice orders processes inside one container only: across containers the weights do."""
+    default = 1024
+    assert services["worker"]["cpu_shares"] < services["api"].get("cpu_shares", default)
