@@ -13,12 +13,17 @@ from core.db import POLL_APPLICATION, admin_transaction, get_poll_engine
 from tests.factories import SAMPLE_MS, create_job, create_series
 
 
+def _job_of(org_id: int, series: int | None = None) -> int:
+    """A one-row job of the org, in `series` or a new one."""
+    series = create_series(org_id) if series is None else series
+    return create_job(org_id, series, ["date,till,mobile,code", f"{SAMPLE_MS},T1,1,C1"])
+
+
 def _org_with_a_job() -> tuple[int, int]:
     with admin_transaction() as session:
         org, _ = keys.create_org(session, f"poll-{uuid.uuid4().hex[:12]}")
         org_id = org.id
-    series = create_series(org_id)
-    return org_id, create_job(org_id, series, ["date,till,mobile,code", f"{SAMPLE_MS},T1,1,C1"])
+    return org_id, _job_of(org_id)
 
 
 def _key_with_prefix(org_id: int, prefix: str) -> str:
@@ -59,7 +64,7 @@ def test_a_polled_job_reads_as_the_job_list_shows_it(
     client: TestClient, org: tuple[int, str], auth: dict[str, str]
 ) -> None:
     series = create_series(org[0])
-    job = create_job(org[0], series, ["date,till,mobile,code", f"{SAMPLE_MS},T1,1,C1"])
+    job = _job_of(org[0], series)
     polled = client.get(f"/v1/jobs/{job}", headers=auth).json()
     [listed] = client.get(f"/v1/jobs?couponSeriesId={series}", headers=auth).json()["items"]
     # Only the rate (rows per second since the start) may differ between two reads.
@@ -86,8 +91,7 @@ def test_a_poll_leaves_no_org_on_its_connections(
 ) -> None:
     """The org a poll sets is its query's own: the next poll on that connection, whatever
     its key, starts from none."""
-    series = create_series(org[0])
-    job = create_job(org[0], series, ["date,till,mobile,code", f"{SAMPLE_MS},T1,1,C1"])
+    job = _job_of(org[0])
     for _ in range(3):
         assert client.get(f"/v1/jobs/{job}", headers=auth).status_code == 200
     pool = get_poll_engine().pool
@@ -111,8 +115,7 @@ def test_polls_go_on_after_the_server_drops_every_poll_connection(
 ) -> None:
     """As after a Postgres restart: the pool holds only dead connections. The first poll
     finds one dead, drops the pool and answers from a new connection; nothing fails."""
-    series = create_series(org[0])
-    job = create_job(org[0], series, ["date,till,mobile,code", f"{SAMPLE_MS},T1,1,C1"])
+    job = _job_of(org[0])
     pool = get_poll_engine().pool
     held = [pool.connect() for _ in range(3)]  # at least three in the pool
     for raw in held:
