@@ -471,8 +471,8 @@ def banner(base_url: str, demo: DemoData, data_dir: Path, *, embedded_database: 
             PASTE_HEADING,
             "",
             *try_it_commands(base_url, demo, embedded_database=embedded_database),
+            "# The demo coupons are reset at every start, so the samples redeem again then.",
             "",
-            "The demo coupons are reset at every start, so the samples redeem again then.",
         ]
     lines.append(STOP_LINE)
     return "\n".join(lines)

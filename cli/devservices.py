@@ -52,11 +52,15 @@ def default_data_dir() -> Path:
 
 
 def display_path(path: Path) -> str:
-    """Relative to the working directory when under it: shorter to read and to paste."""
+    """Relative to the working directory when under it: shorter to read and to paste.
+
+    Symbolic links are kept, not resolved: the venv's python is one, and only it has the venv.
+    """
+    absolute = Path(os.path.abspath(path))
     try:
-        return str(path.resolve().relative_to(Path.cwd()))
+        return str(absolute.relative_to(Path.cwd()))
     except ValueError:
-        return str(path)
+        return str(absolute)
 
 
 def redacted(url: str) -> str:
