@@ -8,10 +8,12 @@ from __future__ import annotations
 import os
 import queue
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -25,6 +27,22 @@ STOP_SECONDS = 40.0
 PASTE_SECONDS = 180.0
 # The last line `bulkredeem dev` prints.
 STOPPED_LINE = "bulkredeem dev stopped."
+
+
+@contextmanager
+def embedded_workdir() -> Iterator[Path]:
+    """A scratch directory for embedded Postgres data, outside pytest's temporary directories.
+
+    Run as root, Postgres runs as the `pgserver` user, which must reach its data directory;
+    every pytest session on the machine takes group and other access away from
+    /tmp/pytest-of-<user> again, so a data directory under tmp_path may become unreachable
+    in the middle of a test.
+    """
+    path = Path(tempfile.mkdtemp(prefix="bulkredeem-embedded-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def free_port() -> int:
