@@ -283,7 +283,9 @@ class DevRunner:
                 killed.add(child.name)
             child.process.wait()
         for child in self.children:
-            if child.name in killed:
+            if child.name in killed and self._hurry:
+                outcome = "killed (a second stop signal: no more waiting)"
+            elif child.name in killed:
                 outcome = f"killed (it did not stop within {STOP_SECONDS:.0f} s of SIGTERM)"
             elif child in running:
                 outcome = "stopped" + _exit_note(child.process.returncode)
