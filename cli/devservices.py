@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-import redis
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
@@ -277,6 +276,10 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _answers(port: int) -> bool:
+    # Here, not at the top: every `bulkredeem` command imports this module, few need Redis,
+    # and importing redis-py costs about 0.1 s.
+    import redis
+
     client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1)
     try:
         return bool(client.ping())
