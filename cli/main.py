@@ -9,12 +9,12 @@ from typing import Annotated, NoReturn
 
 import typer
 from sqlalchemy import create_engine, func, select
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
-from cli import client
+from cli import client, devservices
+from cli.devservices import redacted
 from core import keys, webhooks
 from core import migrate as core_migrate
 from core.db import sqlalchemy_url
@@ -57,17 +57,27 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(1)
 
 
-def admin_url() -> str:
-    """Migrations, orgs and keys are the operator's business: the owner role when there is one."""
+def admin_url(*, create: bool = False) -> str:
+    """Migrations, orgs and keys are the operator's business: the owner role when there is one.
+
+    With no database URL in the environment, that is `make run`'s embedded Postgres in
+    ./.data/pg, started for the command if it is not running (the rule of cli/devservices.py).
+    `create`: set one up there if there is none yet (migrate does, as `make run` does).
+    """
+    try:
+        embedded = devservices.use_embedded_database(create=create)
+    except devservices.DevServiceError as exc:
+        fail(str(exc))
+    if embedded is not None:
+        state = (
+            "running"
+            if embedded.was_running
+            else "started for this command; it stops when the command ends"
+        )
+        where = devservices.display_path(embedded.pgdata)
+        typer.echo(f"DATABASE_URL is unset: the embedded Postgres in {where} ({state})", err=True)
     settings = get_settings()
     return settings.database_admin_url or settings.database_url
-
-
-def redacted(url: str) -> str:
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<unparsable URL>"
 
 
 @contextmanager
@@ -80,7 +90,7 @@ def database_errors(url: str) -> Iterator[None]:
         fail(
             f"cannot reach the database at {redacted(url)}: {reason}\n"
             "Start Postgres, or point DATABASE_URL (and DATABASE_ADMIN_URL) at a running server; "
-            "`make run` starts an embedded one when DATABASE_URL is unset."
+            "with both unset, the admin commands use `make run`'s embedded one in ./.data/pg."
         )
     except ProgrammingError as exc:
         if getattr(exc.orig, "sqlstate", None) == "42P01":  # undefined_table
@@ -126,7 +136,7 @@ def _when(value: datetime | None) -> str:
 
 def run_migrations() -> str:
     """Upgrade the schema to head; the URL it used, for messages."""
-    url = admin_url()
+    url = admin_url(create=True)
     with database_errors(url):
         core_migrate.upgrade(url)
     return url
@@ -134,7 +144,10 @@ def run_migrations() -> str:
 
 @app.command()
 def migrate() -> None:
-    """Upgrade the database schema to the latest revision (DATABASE_ADMIN_URL if set)."""
+    """Upgrade the database schema to the latest revision (DATABASE_ADMIN_URL if set).
+
+    With no database URL set: the embedded Postgres in ./.data/pg, set up there if need be.
+    """
     url = run_migrations()
     typer.echo(f"database {redacted(url)} is up to date")
 

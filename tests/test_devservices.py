@@ -6,9 +6,11 @@ this process and another one, keep their data across a restart, stop.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -17,8 +19,21 @@ import redis
 
 from cli import devservices
 from core import migrate
+from tests.devrun_harness import embedded_workdir
 
 pytestmark = pytest.mark.timeout(120)
+
+# Joins the embedded Postgres, prints its URL, and holds it until its stdin closes.
+HOLDING_PROCESS = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from cli import devservices
+
+    print(devservices.ensure_postgres(Path(sys.argv[1])), flush=True)
+    sys.stdin.read()
+    """
+)
 
 OTHER_PROCESS = textwrap.dedent(
     """
@@ -53,8 +68,13 @@ def _redis_answers(url: str) -> bool:
         client.close()
 
 
-def test_embedded_services_start_serve_other_processes_persist_and_stop(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+@pytest.fixture
+def data() -> Iterator[Path]:
+    with embedded_workdir() as path:
+        yield path / "data"
+
+
+def test_embedded_services_start_serve_other_processes_persist_and_stop(data: Path) -> None:
     try:
         pg_url = devservices.ensure_postgres(data)
         redis_url = devservices.ensure_redis(data)
@@ -89,12 +109,48 @@ def test_embedded_services_start_serve_other_processes_persist_and_stop(tmp_path
         with psycopg.connect(pg_url) as conn:
             assert conn.execute("SELECT to_regclass('orgs') IS NOT NULL").fetchone() == (True,)
         assert redis.Redis.from_url(redis_url).get("written-by") == b"the test process"
+
+        # Another process joins the server (an admin command beside `make run`): letting go
+        # here leaves it running for that one, which stops it when it exits.
+        other = subprocess.Popen(
+            [sys.executable, "-c", HOLDING_PROCESS, str(data)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert other.stdout is not None and other.stdin is not None
+        assert other.stdout.readline().strip() == pg_url
+        outcome = devservices.stop_postgres(data)
+        assert outcome == f"left running for process {other.pid} (embedded, {data / 'pg'})"
+        assert _postgres_answers(pg_url)
+        other.stdin.close()
+        assert other.wait(timeout=60) == 0
     finally:
         # Only these: the other tests may be running on the default embedded servers.
         devservices.stop_redis(data)
         devservices.stop_postgres(data)
     assert not _redis_answers(redis_url)
     assert not _postgres_answers(pg_url)
+
+
+def test_the_embedded_database_is_used_exactly_when_no_database_url_is_set(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in ("DATABASE_URL", "DATABASE_ADMIN_URL"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv("BULKREDEEM_" + name, raising=False)
+    assert not devservices.database_in_environment()
+    monkeypatch.setenv("DATABASE_URL", "")  # set but empty: unset, as compose passes it
+    assert not devservices.database_in_environment()
+    monkeypatch.delenv("DATABASE_URL")
+    for name in ("DATABASE_URL", "BULKREDEEM_DATABASE_URL", "BULKREDEEM_DATABASE_ADMIN_URL"):
+        with monkeypatch.context() as env:
+            env.setenv(name, "postgresql://postgres@127.0.0.1:5432/elsewhere")
+            assert devservices.database_in_environment(), name
+            # A URL set: nothing is started, nothing in the environment changes.
+            assert devservices.use_embedded_database(tmp_path, create=True) is None
+            assert not (tmp_path / "pg").exists()
+            assert os.environ.get("DATABASE_ADMIN_URL") is None
 
 
 def test_embedded_redis_left_behind_by_a_killed_owner_is_adopted(tmp_path: Path) -> None:
