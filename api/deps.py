@@ -17,18 +17,34 @@ from core.settings import get_settings
 
 
 def _presented_key(request: Request) -> str:
-    auth = request.headers.get("authorization", "")
+    """The request's API key; 401 when none is sent, or when one is sent without its scheme."""
+    auth = request.headers.get("authorization", "").strip()
     scheme, _, value = auth.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
-    return request.headers.get("x-cap-api-oauth-token", "").strip()
+    key = request.headers.get("x-cap-api-oauth-token", "").strip()
+    if auth and not key:
+        if scheme.lower() == "bearer":
+            problem = "the Authorization header has the Bearer scheme but no key"
+        elif not value.strip():
+            # `Authorization: <key>`: a common slip, worth its own answer.
+            problem = "the Authorization header lacks its scheme"
+        else:
+            problem = "the Authorization header's scheme is not Bearer"
+        raise DomainError(
+            ErrorKind.UNAUTHENTICATED, f"{problem}: send `Authorization: Bearer <key>`"
+        )
+    if not key:
+        raise DomainError(
+            ErrorKind.UNAUTHENTICATED,
+            "missing API key: send `Authorization: Bearer <key>` (or `x-cap-api-oauth-token`)",
+        )
+    return key
 
 
 def authenticated_org(request: Request) -> int:
     """The org of the request's API key, checked in a short transaction of its own."""
     key = _presented_key(request)
-    if not key:
-        raise DomainError(ErrorKind.UNAUTHENTICATED, "missing API key")
     with transaction() as session:
         org_id = keys.authenticate(session, key)
     if org_id is None:
@@ -83,10 +99,7 @@ def org_transaction(request: Request) -> Iterator[Tx]:
 
 
 def required_key(request: Request) -> str:
-    key = _presented_key(request)
-    if not key:
-        raise DomainError(ErrorKind.UNAUTHENTICATED, "missing API key")
-    return key
+    return _presented_key(request)
 
 
 def admitted(match: keys.KeyMatch | None) -> int:
