@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import DomainError, ErrorKind
@@ -47,6 +47,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (409, "Conflict"),
         (422, "Invalid body or parameters"),
         (429, "Too many requests (see Retry-After)"),
+        (503, "The database was briefly unreachable: retry (see Retry-After)"),
     )
 }
 UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -126,6 +127,17 @@ def install(app: FastAPI) -> None:
         # a check above should have caught. Say so without echoing the SQL.
         log.warning("database refused a value: %s", exc.orig)
         return error_response(400, "a value is not valid (out of range, or not valid text)")
+
+    @app.exception_handler(DBAPIError)
+    async def database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+        if exc.connection_invalidated:
+            # The server closed the connection under the request (a restart, a failover, a
+            # terminated backend): a client's error to retry, not ours to hide behind a 500.
+            log.warning("database connection lost during %s %s", request.method, request.url.path)
+            return error_response(
+                503, "the database connection was lost; retry the request", retry_after=1
+            )
+        return await unexpected(request, exc)
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
