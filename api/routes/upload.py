@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError
 
 from api import multipart
 from api.deps import OrgTx, UploadOrgId
+from api.doorbell import enqueue_job
 from api.errors import ERROR_RESPONSES, UPLOAD_RESPONSES
 from core import jobs, metrics, reference, uploads
 from core.db import transaction
@@ -20,7 +21,6 @@ from core.errors import DomainError, ErrorKind, FieldProblem
 from core.models import UploadJob
 from core.reference import MAX_ID
 from core.storage import get_storage
-from worker.tasks import enqueue_job
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/coupon/api/v1/upload", tags=["capillary"])
