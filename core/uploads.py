@@ -25,6 +25,7 @@ from core.csvstream import (
     sniff_encoding,
 )
 from core.errors import DomainError, ErrorKind, FieldProblem, invalid
+from core.limits import MAX_DETAILS
 from core.models import UploadJob
 from core.rows import COLUMN_KEYS, CouponIdentifier, CustomerIdentifier, clean
 from core.settings import get_settings
@@ -33,7 +34,6 @@ from core.webhooks import validate_callback_url
 
 # What the API keeps of the file's start, for sniffing it (and reading small files whole).
 PREFIX_BYTES = 1 << 20
-MAX_JOB_DETAILS = 1000
 
 
 class _NoWriter:
@@ -272,8 +272,8 @@ def judge(form: UploadForm, sink: FileSink) -> UploadPlan:
     if callback_url is not None:
         callback_url = validate_callback_url(callback_url)
     details = form.fields.get("details", form.fields.get("Details"))
-    if details is not None and len(details) > MAX_JOB_DETAILS:
-        raise invalid("details", f"details is longer than {MAX_JOB_DETAILS} characters")
+    if details is not None and len(details) > MAX_DETAILS:
+        raise invalid("details", f"details is longer than {MAX_DETAILS} characters")
 
     if form.file_name is None:
         raise invalid("file", "file is required: the CSV, as a multipart file part")

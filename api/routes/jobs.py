@@ -15,8 +15,8 @@ from api.events import job_events
 from core import jobs, reference, reports
 from core.codes import error_name
 from core.errors import invalid, not_found
+from core.limits import MAX_ID
 from core.models import JOB_STATUSES
-from core.reference import MAX_ID
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
 

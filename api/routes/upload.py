@@ -18,8 +18,8 @@ from api.errors import ERROR_RESPONSES, UPLOAD_RESPONSES
 from core import jobs, metrics, reference, uploads
 from core.db import transaction
 from core.errors import DomainError, ErrorKind, FieldProblem
+from core.limits import MAX_ID
 from core.models import UploadJob
-from core.reference import MAX_ID
 from core.storage import get_storage
 
 log = logging.getLogger(__name__)
