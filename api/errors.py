@@ -57,6 +57,10 @@ UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+# The data exceptions a request's own values can cause: character_not_in_repertoire (a NUL),
+# numeric_value_out_of_range, string_data_right_truncation, datetime_field_overflow.
+INPUT_SQLSTATES = frozenset({"22021", "22003", "22001", "22008"})
+
 STATUS_BY_KIND = {
     ErrorKind.INVALID: 400,
     ErrorKind.UNAUTHENTICATED: 401,
@@ -122,10 +126,15 @@ def install(app: FastAPI) -> None:
         return error_response(exc.status_code, str(exc.detail))
 
     @app.exception_handler(DataError)
-    async def data_error(_: Request, exc: DataError) -> JSONResponse:
-        # The database refused a value (a NUL in text, a number out of range): bad input that
-        # a check above should have caught. Say so without echoing the SQL.
-        log.warning("database refused a value: %s", exc.orig)
+    async def data_error(request: Request, exc: DataError) -> JSONResponse:
+        # The database refused a value that came from the request (a NUL in text, a number
+        # or a date out of range, a string too long): bad input that a check above should
+        # have caught, a 400. Any other refusal is ours to fix: a 500.
+        sqlstate = getattr(exc.orig, "sqlstate", None)
+        # No SQLSTATE: the driver refused the value before sending it (a NUL in text).
+        if sqlstate is not None and sqlstate not in INPUT_SQLSTATES:
+            return await unexpected(request, exc)
+        log.warning("database refused a value (%s): %s", sqlstate, exc.orig)
         return error_response(400, "a value is not valid (out of range, or not valid text)")
 
     @app.exception_handler(DBAPIError)
