@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import CursorResult, Engine, Result, create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import get_settings
@@ -189,3 +190,12 @@ def transaction_aside(org_id: int | None = None) -> Iterator[Session]:
             yield session
     finally:
         session.close()
+
+
+def rows_changed(result: Result[Any]) -> int:
+    """How many rows an UPDATE/DELETE/INSERT changed. Session.execute is typed to return any
+    Result; a statement that changes rows returns a CursorResult, which has the count: any
+    other is a mistake to raise, not a count of 0 (a lost lease, say) to act on."""
+    if not isinstance(result, CursorResult):
+        raise TypeError(f"not the result of a statement that changes rows: {type(result)}")
+    return result.rowcount
