@@ -1,55 +1,87 @@
-"""Request dependencies: the caller's org (from its API key) and the request's transaction."""
+"""Request dependencies: admission (key -> org, last use, rate) and the request's transaction."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from core import keys
-from core.db import new_session, set_org, transaction
+from core.db import new_session, set_org, transaction, transaction_aside
 from core.errors import DomainError, ErrorKind
 from core.ratelimit import get_limiter
 from core.settings import get_settings
 
 
-def _presented_key(request: Request) -> str:
-    auth = request.headers.get("authorization", "")
+class Bucket(StrEnum):
+    """What a request counts against: uploads have their own, lower, rate."""
+
+    UPLOADS = "uploads"
+    REQUESTS = "requests"
+
+
+def presented_key(request: Request) -> str:
+    """The request's API key; 401 when none is sent, or when one is sent without its scheme."""
+    auth = request.headers.get("authorization", "").strip()
     scheme, _, value = auth.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
-    return request.headers.get("x-cap-api-oauth-token", "").strip()
-
-
-def authenticated_org(request: Request) -> int:
-    """The org of the request's API key, checked in a short transaction of its own."""
-    key = _presented_key(request)
+    key = request.headers.get("x-cap-api-oauth-token", "").strip()
+    if auth and not key:
+        if scheme.lower() == "bearer":
+            problem = "the Authorization header has the Bearer scheme but no key"
+        elif not value.strip():
+            # `Authorization: <key>`: a common slip, worth its own answer.
+            problem = "the Authorization header lacks its scheme"
+        else:
+            problem = "the Authorization header's scheme is not Bearer"
+        raise DomainError(
+            ErrorKind.UNAUTHENTICATED, f"{problem}: send `Authorization: Bearer <key>`"
+        )
     if not key:
-        raise DomainError(ErrorKind.UNAUTHENTICATED, "missing API key")
-    with transaction() as session:
-        org_id = keys.authenticate(session, key)
-    if org_id is None:
+        raise DomainError(
+            ErrorKind.UNAUTHENTICATED,
+            "missing API key: send `Authorization: Bearer <key>` (or `x-cap-api-oauth-token`)",
+        )
+    return key
+
+
+def admit(match: keys.KeyMatch | None, bucket: Bucket) -> int:
+    """The one admission rule of every authenticated request, however its route found the
+    key: an unknown or revoked key is a 401; the key's use is recorded (a refused request
+    is a use too); the org's rate for `bucket` then gives a 429. The org id, else raises."""
+    if match is None:
         raise DomainError(ErrorKind.UNAUTHENTICATED, "invalid or revoked API key")
-    return org_id
-
-
-def _limited(bucket: str, org_id: int, per_minute: int) -> int:
-    retry = get_limiter().retry_after(org_id, bucket, per_minute)
+    if match.stale:
+        # On a connection aside from the request's (which may be held meanwhile), in a
+        # transaction of its own, so that it stands whatever becomes of the request.
+        with transaction_aside() as session:
+            keys.touch(session, match)
+    settings = get_settings()
+    per_minute = (
+        settings.uploads_per_minute if bucket is Bucket.UPLOADS else settings.polls_per_minute
+    )
+    retry = get_limiter().retry_after(match.org_id, bucket.value, per_minute)
     if retry is not None:
         raise DomainError(
             ErrorKind.RATE_LIMITED,
-            f"too many {bucket} for this org: at most {per_minute} a minute",
+            f"too many {bucket.value} for this org: at most {per_minute} a minute",
             retry_after=retry,
         )
-    return org_id
+    return match.org_id
 
 
-def upload_org(org_id: Annotated[int, Depends(authenticated_org)]) -> int:
-    """The caller's org, within its upload rate."""
-    return _limited("uploads", org_id, get_settings().uploads_per_minute)
+def upload_org(request: Request) -> int:
+    """The caller's org, within its upload rate (the key looked up in a short transaction:
+    an upload's own transaction comes only once its file is stored)."""
+    key = presented_key(request)
+    with transaction() as session:
+        match = keys.identify(session, key)
+    return admit(match, Bucket.UPLOADS)
 
 
 UploadOrgId = Annotated[int, Depends(upload_org)]
@@ -66,42 +98,15 @@ class Tx:
 def org_transaction(request: Request) -> Iterator[Tx]:
     """The request's transaction, which also finds its key (a transaction for the key, then
     one for the request, cost the API ~1 ms of CPU more a request; bench/README.md)."""
-    key = required_key(request)
-    match = None
+    key = presented_key(request)
     session = new_session()
     try:
         with session.begin():
-            match = keys.identify(session, key)
-            org_id = admitted(match)
+            org_id = admit(keys.identify(session, key), Bucket.REQUESTS)
             set_org(session, org_id)
             yield Tx(session, org_id)
     finally:
         session.close()
-        # Only now: a connection taken while this one was held could wait for the pool.
-        if match is not None:
-            record_use(match)
-
-
-def required_key(request: Request) -> str:
-    key = _presented_key(request)
-    if not key:
-        raise DomainError(ErrorKind.UNAUTHENTICATED, "missing API key")
-    return key
-
-
-def admitted(match: keys.KeyMatch | None) -> int:
-    """The org of the request's key, within its rate; else 401/429."""
-    if match is None:
-        raise DomainError(ErrorKind.UNAUTHENTICATED, "invalid or revoked API key")
-    return _limited("requests", match.org_id, get_settings().polls_per_minute)
-
-
-def record_use(match: keys.KeyMatch) -> None:
-    """The key's last use, written in a transaction of its own (once a minute at most), so
-    that it stands whatever becomes of the request."""
-    if match.stale:
-        with transaction() as session:
-            keys.touch(session, match)
 
 
 # scope="function": commit before the response is sent, so a client never sees an id that a

@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import DomainError, ErrorKind
@@ -47,6 +47,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (409, "Conflict"),
         (422, "Invalid body or parameters"),
         (429, "Too many requests (see Retry-After)"),
+        (503, "The database was briefly unreachable: retry (see Retry-After)"),
     )
 }
 UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -55,6 +56,10 @@ UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
     415: {"model": ErrorBody, "description": "Not a text file"},
 }
 
+
+# The data exceptions a request's own values can cause: character_not_in_repertoire (a NUL),
+# numeric_value_out_of_range, string_data_right_truncation, datetime_field_overflow.
+INPUT_SQLSTATES = frozenset({"22021", "22003", "22001", "22008"})
 
 STATUS_BY_KIND = {
     ErrorKind.INVALID: 400,
@@ -121,11 +126,27 @@ def install(app: FastAPI) -> None:
         return error_response(exc.status_code, str(exc.detail))
 
     @app.exception_handler(DataError)
-    async def data_error(_: Request, exc: DataError) -> JSONResponse:
-        # The database refused a value (a NUL in text, a number out of range): bad input that
-        # a check above should have caught. Say so without echoing the SQL.
-        log.warning("database refused a value: %s", exc.orig)
+    async def data_error(request: Request, exc: DataError) -> JSONResponse:
+        # The database refused a value that came from the request (a NUL in text, a number
+        # or a date out of range, a string too long): bad input that a check above should
+        # have caught, a 400. Any other refusal is ours to fix: a 500.
+        sqlstate = getattr(exc.orig, "sqlstate", None)
+        # No SQLSTATE: the driver refused the value before sending it (a NUL in text).
+        if sqlstate is not None and sqlstate not in INPUT_SQLSTATES:
+            return await unexpected(request, exc)
+        log.warning("database refused a value (%s): %s", sqlstate, exc.orig)
         return error_response(400, "a value is not valid (out of range, or not valid text)")
+
+    @app.exception_handler(DBAPIError)
+    async def database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+        if exc.connection_invalidated:
+            # The server closed the connection under the request (a restart, a failover, a
+            # terminated backend): a client's error to retry, not ours to hide behind a 500.
+            log.warning("database connection lost during %s %s", request.method, request.url.path)
+            return error_response(
+                503, "the database connection was lost; retry the request", retry_after=1
+            )
+        return await unexpected(request, exc)
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:

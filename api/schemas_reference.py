@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from core import reference
+from core.limits import MAX_BATCH
 from core.models import CouponSeries, Redemption
 
 
@@ -41,7 +42,7 @@ class CustomerIn(RequestBody):
 
 
 class CustomersIn(RequestBody):
-    customers: list[CustomerIn] = Field(max_length=reference.MAX_BATCH)
+    customers: list[CustomerIn] = Field(max_length=MAX_BATCH)
 
 
 class CustomerOut(ResponseBody):
@@ -155,7 +156,7 @@ class CouponIn(RequestBody):
 
 
 class CouponsIn(RequestBody):
-    coupons: list[CouponIn] = Field(max_length=reference.MAX_BATCH)
+    coupons: list[CouponIn] = Field(max_length=MAX_BATCH)
 
 
 class CreatedCouponOut(ResponseBody):

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import CursorResult, Engine, Result, create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import get_settings
@@ -17,6 +18,7 @@ _engine_pid: int | None = None
 _poll_engine: tuple[int, Engine] | None = None
 _sessionmaker: sessionmaker[Session] | None = None
 _admin: tuple[int, sessionmaker[Session]] | None = None
+_aside: tuple[int, Engine] | None = None
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -101,7 +103,10 @@ def warm_pool(connections: int) -> None:
 
 
 def dispose_engine() -> None:
-    global _engine, _sessionmaker, _admin, _poll_engine
+    global _engine, _sessionmaker, _admin, _poll_engine, _aside
+    if _aside is not None:
+        _aside[1].dispose()
+        _aside = None
     if _engine is not None:
         _engine.dispose()
     if _poll_engine is not None:
@@ -158,3 +163,39 @@ def admin_transaction() -> Iterator[Session]:
             yield session
     finally:
         session.close()
+
+
+@contextmanager
+def transaction_aside(org_id: int | None = None) -> Iterator[Session]:
+    """A short transaction on a connection of its own, never one of the request pool's: for a
+    write that must stand whatever becomes of the request (a key's last use), made while the
+    request may hold a pooled connection, which waiting on that same pool could deadlock."""
+    global _aside
+    if _aside is None or _aside[0] != os.getpid():
+        if _aside is not None:
+            _aside[1].dispose(close=False)
+        engine = create_engine(
+            sqlalchemy_url(get_settings().database_url),
+            connect_args={"options": SESSION_OPTIONS},
+            pool_pre_ping=True,
+            pool_size=1,
+            max_overflow=4,
+        )
+        _aside = (os.getpid(), engine)
+    session = Session(_aside[1], expire_on_commit=False)
+    try:
+        with session.begin():
+            if org_id is not None:
+                set_org(session, org_id)
+            yield session
+    finally:
+        session.close()
+
+
+def rows_changed(result: Result[Any]) -> int:
+    """How many rows an UPDATE/DELETE/INSERT changed. Session.execute is typed to return any
+    Result; a statement that changes rows returns a CursorResult, which has the count: any
+    other is a mistake to raise, not a count of 0 (a lost lease, say) to act on."""
+    if not isinstance(result, CursorResult):
+        raise TypeError(f"not the result of a statement that changes rows: {type(result)}")
+    return result.rowcount

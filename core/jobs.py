@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -14,7 +12,7 @@ from psycopg.sql import SQL, Composed, Literal
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, object_session
 
-from core import keys
+from core import cursors, keys
 from core.codes import error_name
 from core.db import get_poll_engine
 from core.errors import DomainError, ErrorKind, not_found
@@ -128,20 +126,6 @@ def _poll_rows(query: Composed, key: str) -> tuple[keys.KeyMatch | None, Any]:
     raise AssertionError("unreachable: the second attempt returns or raises")
 
 
-def _encode_cursor(job_id: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"before": job_id}).encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> int:
-    try:
-        value = json.loads(base64.urlsafe_b64decode(cursor.encode()))["before"]
-        if not isinstance(value, int):
-            raise ValueError
-        return value
-    except (ValueError, KeyError, TypeError) as exc:
-        raise DomainError(ErrorKind.INVALID, "cursor is not one this API gave out") from exc
-
-
 def list_jobs(
     session: Session,
     org_id: int,
@@ -157,9 +141,9 @@ def list_jobs(
     if status is not None:
         query = query.where(UploadJob.status == status)
     if cursor:
-        query = query.where(UploadJob.id < _decode_cursor(cursor))
+        query = query.where(UploadJob.id < cursors.decode(cursor))
     rows = list(session.execute(query.order_by(UploadJob.id.desc()).limit(limit + 1)).scalars())
-    next_cursor = _encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
+    next_cursor = cursors.encode(rows[limit - 1].id) if len(rows) > limit else None
     return rows[:limit], next_cursor
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import text, update
 from sqlalchemy.orm import Session
 
-from core.db import set_org
+from core.db import rows_changed, set_org
 from core.models import ApiKey, Org
 
 KEY_PREFIX = "br_"
@@ -110,4 +110,4 @@ def revoke_key(session: Session, key_id: int) -> bool:
         .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
         .values(revoked_at=datetime.now(UTC))
     )
-    return bool(getattr(result, "rowcount", 0))
+    return rows_changed(result) > 0

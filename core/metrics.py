@@ -58,17 +58,30 @@ def upload_stored(size: int) -> None:
     UPLOAD_BYTES.inc(size)
 
 
-def job_counts() -> dict[str, int]:
-    """Jobs of every org by status (the owner's function: the service sees one org at a time)."""
-    counts = dict.fromkeys(JOB_STATUSES, 0)
+ACTIVE_STATUSES = ("QUEUED", "RUNNING")
+TERMINAL_STATUSES = tuple(s for s in JOB_STATUSES if s not in ACTIVE_STATUSES)
+FINISHED_WINDOW_SECONDS = 24 * 3600
+
+
+def job_counts() -> tuple[dict[str, int], dict[str, int]]:
+    """Jobs of every org in flight by status, and those that ended within the last day (the
+    owner's functions: the service sees one org at a time). Both read through indexes what is
+    active or recent, never every job ever made."""
+    active = dict.fromkeys(ACTIVE_STATUSES, 0)
+    finished = dict.fromkeys(TERMINAL_STATUSES, 0)
     with transaction() as session:
         session.execute(
             text("SELECT set_config('statement_timeout', :ms, true)"),
             {"ms": str(int(STATE_TIMEOUT_SECONDS * 1000))},
         )
         for status, jobs in session.execute(text("SELECT status, jobs FROM br_job_counts()")):
-            counts[status] = int(jobs)
-    return counts
+            active[status] = int(jobs)
+        for status, jobs in session.execute(
+            text("SELECT status, jobs FROM br_jobs_finished(:seconds)"),
+            {"seconds": FINISHED_WINDOW_SECONDS},
+        ):
+            finished[status] = int(jobs)
+    return active, finished
 
 
 def redis_client(url: str | None = None) -> redis.Redis:
@@ -93,16 +106,24 @@ class StateCollector(Collector):
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         try:
-            counts = job_counts()
+            active, finished = job_counts()
         except Exception as exc:
             log.warning("metrics: jobs by status unavailable: %s", type(exc).__name__)
         else:
             jobs = GaugeMetricFamily(
-                "bulkredeem_jobs", "Upload jobs of every org by status.", labels=["status"]
+                "bulkredeem_jobs", "Jobs of every org in flight, by status.", labels=["status"]
             )
-            for status, count in counts.items():
+            for status, count in active.items():
                 jobs.add_metric([status], count)
             yield jobs
+            ended = GaugeMetricFamily(
+                "bulkredeem_jobs_finished_last_day",
+                "Jobs of every org that ended in the last 24 hours, by status.",
+                labels=["status"],
+            )
+            for status, count in finished.items():
+                ended.add_metric([status], count)
+            yield ended
         try:
             depth = queue_depth()
         except Exception as exc:

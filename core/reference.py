@@ -7,8 +7,6 @@ transaction), and refuses bad input with a `DomainError` whose field names the o
 
 from __future__ import annotations
 
-import base64
-import json
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -21,16 +19,12 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core.errors import DomainError, ErrorKind, FieldProblem, invalid, not_found
+from core import cursors
+from core.errors import DomainError, ErrorKind, FieldProblem, not_found
 from core.identifiers import normalise_email, normalise_mobile
+from core.limits import MAX_BATCH, MAX_COUNT, MAX_DETAILS, MAX_ID, MAX_IDENTIFIER
 from core.models import Coupon, CouponSeries, Customer, Redemption
 
-MAX_BATCH = 10_000
-MAX_ID = 2**63 - 1  # BIGINT: a larger id can name nothing, and must not reach the database
-MAX_LIMIT = 2**31 - 1  # the INTEGER columns of the redemption limits
-# What an upload row may carry (DESIGN.md, Rows): a longer identifier could never be matched.
-MAX_IDENTIFIER_LENGTH = 100
-MAX_NAME_LENGTH = 1_000
 REDEMPTIONS_SHOWN = 100
 PROBLEMS_REPORTED = 100
 
@@ -89,7 +83,7 @@ def _text(value: str | None, field: str, problems: _Problems, max_length: int) -
 
 
 def _mobile(value: str | None, field: str, problems: _Problems) -> str | None:
-    cleaned = _text(value, field, problems, MAX_IDENTIFIER_LENGTH)
+    cleaned = _text(value, field, problems, MAX_IDENTIFIER)
     if cleaned is None:
         return None
     digits = normalise_mobile(cleaned)
@@ -103,7 +97,7 @@ def _mobile(value: str | None, field: str, problems: _Problems) -> str | None:
 
 
 def _email(value: str | None, field: str, problems: _Problems) -> str | None:
-    cleaned = _text(value, field, problems, MAX_IDENTIFIER_LENGTH)
+    cleaned = _text(value, field, problems, MAX_IDENTIFIER)
     if cleaned is None:
         return None
     if not _EMAIL.fullmatch(cleaned):
@@ -207,12 +201,10 @@ def _clean_customer(position: int, item: CustomerInput, problems: _Problems) -> 
     prefix = f"customers[{position}]"
     before = problems.count
     cleaned = _CustomerItem(
-        external_id=_text(
-            item.external_id, f"{prefix}.externalId", problems, MAX_IDENTIFIER_LENGTH
-        ),
+        external_id=_text(item.external_id, f"{prefix}.externalId", problems, MAX_IDENTIFIER),
         mobile=_mobile(item.mobile, f"{prefix}.mobile", problems),
         email=_email(item.email, f"{prefix}.email", problems),
-        name=_text(item.name, f"{prefix}.name", problems, MAX_NAME_LENGTH),
+        name=_text(item.name, f"{prefix}.name", problems, MAX_DETAILS),
     )
     if problems.count == before and next(cleaned.identifiers(), None) is None:
         problems.add(prefix, "give at least one of externalId, mobile, email")
@@ -437,8 +429,8 @@ class SeriesInput:
 
 
 def _limit(value: int | None, field: str, problems: _Problems) -> None:
-    if value is not None and not 1 <= value <= MAX_LIMIT:
-        problems.add(field, f"a positive integer up to {MAX_LIMIT}, or null for unlimited")
+    if value is not None and not 1 <= value <= MAX_COUNT:
+        problems.add(field, f"a positive integer up to {MAX_COUNT}, or null for unlimited")
 
 
 def _till_ids(values: Sequence[str] | None, problems: _Problems) -> list[str] | None:
@@ -450,7 +442,7 @@ def _till_ids(values: Sequence[str] | None, problems: _Problems) -> list[str] | 
     tills: list[str] = []
     for position, value in enumerate(values):
         field = f"allowedTillIds[{position}]"
-        till = _text(value, field, problems, MAX_IDENTIFIER_LENGTH)
+        till = _text(value, field, problems, MAX_IDENTIFIER)
         if till is None and value.strip() == "":
             problems.add(field, "must not be empty")
         elif till is not None and till not in tills:
@@ -460,7 +452,7 @@ def _till_ids(values: Sequence[str] | None, problems: _Problems) -> list[str] | 
 
 def create_series(session: Session, org_id: int, spec: SeriesInput) -> CouponSeries:
     problems = _Problems()
-    name = _text(spec.name, "name", problems, MAX_NAME_LENGTH)
+    name = _text(spec.name, "name", problems, MAX_DETAILS)
     if name is None and spec.name.strip() == "":
         problems.add("name", "must not be empty")
     _limit(spec.max_redemptions_per_coupon, "maxRedemptionsPerCoupon", problems)
@@ -499,31 +491,15 @@ def get_series(session: Session, org_id: int, series_id: int) -> CouponSeries:
     return series
 
 
-def _series_cursor(series_id: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"before": series_id}).encode()).decode()
-
-
-def _before_series(cursor: str) -> int:
-    """The id a cursor of `list_series` points below; anything else is the client's mistake."""
-    try:
-        value = json.loads(base64.urlsafe_b64decode(cursor.encode()))["before"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise invalid("cursor", "cursor is not one this API gave out") from exc
-    # bool is an int to Python, and an id past BIGINT would fail in the database instead.
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_ID:
-        raise invalid("cursor", "cursor is not one this API gave out")
-    return value
-
-
 def list_series(
     session: Session, org_id: int, *, limit: int = 50, cursor: str | None = None
 ) -> tuple[list[CouponSeries], str | None]:
     """The org's series, newest first, a page at a time (ids only grow, so id order is age)."""
     query = select(CouponSeries).where(CouponSeries.org_id == org_id)
     if cursor:
-        query = query.where(CouponSeries.id < _before_series(cursor))
+        query = query.where(CouponSeries.id < cursors.decode(cursor))
     rows = list(session.execute(query.order_by(CouponSeries.id.desc()).limit(limit + 1)).scalars())
-    next_cursor = _series_cursor(rows[limit - 1].id) if len(rows) > limit else None
+    next_cursor = cursors.encode(rows[limit - 1].id) if len(rows) > limit else None
     return rows[:limit], next_cursor
 
 
@@ -593,7 +569,7 @@ def _clean_ref(ref: CustomerRef | None, field: str, problems: _Problems) -> _Ref
     elif name == "email":
         cleaned = _email(value, subfield, problems)
     else:
-        cleaned = _text(value, subfield, problems, MAX_IDENTIFIER_LENGTH)
+        cleaned = _text(value, subfield, problems, MAX_IDENTIFIER)
     if cleaned is None:
         if problems.count == before:
             problems.add(subfield, "must not be empty")
@@ -675,7 +651,7 @@ def create_coupons(
     expiries: list[datetime | None] = []
     for position, item in enumerate(items):
         prefix = f"coupons[{position}]"
-        code = _text(item.code, f"{prefix}.code", problems, MAX_IDENTIFIER_LENGTH)
+        code = _text(item.code, f"{prefix}.code", problems, MAX_IDENTIFIER)
         if code is None:
             if item.code.strip() == "":
                 problems.add(f"{prefix}.code", "must not be empty")

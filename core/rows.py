@@ -12,6 +12,7 @@ from enum import StrEnum
 
 from core.codes import RowError
 from core.identifiers import normalise_email, normalise_mobile, parse_positive_int
+from core.limits import MAX_DETAILS, MAX_IDENTIFIER
 
 
 class CustomerIdentifier(StrEnum):
@@ -57,8 +58,6 @@ COLUMN_KEYS = (
 # Column of the customers table that each non-userId customer key matches.
 CUSTOMER_COLUMNS = {"mobile": "mobile", "externalId": "external_id", "email": "email"}
 
-MAX_IDENTIFIER = 100
-MAX_DETAILS = 1000
 # 2000-01-01T00:00:00Z: nothing earlier is a plausible point-of-sale redemption.
 MIN_REDEEMED_MS = 946_684_800_000
 MAX_FUTURE_MS = 5 * 60 * 1000

@@ -33,6 +33,9 @@ class Storage(Protocol):
     def open(self, key: str, offset: int = 0) -> BinaryIO: ...
     def delete(self, key: str) -> None: ...
     def exists(self, key: str) -> bool: ...
+    def check(self) -> None:
+        """Raise unless the store is there to be written to; writes nothing (for /readyz)."""
+        ...
 
 
 def new_key(org_id: int) -> str:
@@ -85,6 +88,17 @@ class LocalStorage:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def check(self) -> None:
+        # Writers make the folders they need: the root, or the nearest folder above it that
+        # exists (before the first upload), must be one this process may write in.
+        there = self.root
+        while not there.exists() and there != there.parent:
+            there = there.parent
+        if not there.is_dir():
+            raise NotADirectoryError(f"storage path {there} is not a directory")
+        if not os.access(there, os.W_OK | os.X_OK):
+            raise PermissionError(f"storage directory {there} is not writable")
 
 
 # --- S3 -------------------------------------------------------------------------------------
@@ -282,6 +296,10 @@ class S3Storage:
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def check(self) -> None:
+        # The bucket answers, with these credentials (a missing bucket or a refusal raises).
+        self.client.head_bucket(Bucket=self.bucket)
 
     def exists(self, key: str) -> bool:
         try:

@@ -25,6 +25,7 @@ from core.csvstream import (
     sniff_encoding,
 )
 from core.errors import DomainError, ErrorKind, FieldProblem, invalid
+from core.limits import MAX_DETAILS
 from core.models import UploadJob
 from core.rows import COLUMN_KEYS, CouponIdentifier, CustomerIdentifier, clean
 from core.settings import get_settings
@@ -33,19 +34,35 @@ from core.webhooks import validate_callback_url
 
 # What the API keeps of the file's start, for sniffing it (and reading small files whole).
 PREFIX_BYTES = 1 << 20
-MAX_JOB_DETAILS = 1000
+
+
+class _NoWriter:
+    """Where the bytes of a file that must not be kept go: nowhere."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def commit(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
 
 
 class FileSink:
-    """Writes the uploaded bytes to storage while counting, hashing and keeping the start."""
+    """Writes the uploaded bytes to storage while counting, hashing and keeping the start.
 
-    def __init__(self, storage: Storage, org_id: int) -> None:
+    With `store=False` it only counts and hashes: for a request whose Idempotency-Key already
+    made a job, which either is that job again or a 409, and never stores a byte."""
+
+    def __init__(self, storage: Storage, org_id: int, *, store: bool = True) -> None:
         settings = get_settings()
         self.max_bytes = settings.max_upload_bytes
         self.max_rows = settings.max_rows
         self.storage = storage
+        self.stores = store
         self.key = new_key(org_id)
-        self.writer: BlobWriter = storage.writer(self.key)
+        self.writer: BlobWriter = storage.writer(self.key) if store else _NoWriter()
         self.size = 0
         self.lines = LineCounter()
         self.sha256 = hashlib.sha256()
@@ -91,7 +108,7 @@ class FileSink:
         if self.open:
             self.writer.abort()
             self.open = False
-        else:
+        elif self.stores:
             self.storage.delete(self.key)
 
 
@@ -255,8 +272,8 @@ def judge(form: UploadForm, sink: FileSink) -> UploadPlan:
     if callback_url is not None:
         callback_url = validate_callback_url(callback_url)
     details = form.fields.get("details", form.fields.get("Details"))
-    if details is not None and len(details) > MAX_JOB_DETAILS:
-        raise invalid("details", f"details is longer than {MAX_JOB_DETAILS} characters")
+    if details is not None and len(details) > MAX_DETAILS:
+        raise invalid("details", f"details is longer than {MAX_DETAILS} characters")
 
     if form.file_name is None:
         raise invalid("file", "file is required: the CSV, as a multipart file part")
@@ -335,16 +352,25 @@ def fingerprint(org_id: int, series_id: int, form: UploadForm, sha256: str) -> s
 
 def existing_for_key(session: Session, org_id: int, key: str, fp: str) -> UploadJob | None:
     """The job an earlier request with this Idempotency-Key made; 409 if it was different."""
-    job = session.execute(
+    job = job_for_key(session, org_id, key)
+    if job is not None and job.request_fingerprint != fp:
+        raise key_conflict()
+    return job
+
+
+def job_for_key(session: Session, org_id: int, key: str) -> UploadJob | None:
+    """The job an earlier request with this Idempotency-Key made, whatever it was."""
+    return session.execute(
         select(UploadJob).where(UploadJob.org_id == org_id, UploadJob.idempotency_key == key)
     ).scalar_one_or_none()
-    if job is not None and job.request_fingerprint != fp:
-        raise DomainError(
-            ErrorKind.CONFLICT,
-            "this Idempotency-Key was used for a different request",
-            [FieldProblem("Idempotency-Key", "used before with another request")],
-        )
-    return job
+
+
+def key_conflict() -> DomainError:
+    return DomainError(
+        ErrorKind.CONFLICT,
+        "this Idempotency-Key was used for a different request",
+        [FieldProblem("Idempotency-Key", "used before with another request")],
+    )
 
 
 def create_job(
@@ -379,9 +405,12 @@ def create_job(
         file_sha256=sink.sha256.hexdigest(),
         storage_key=sink.key,
     )
-    session.add(job)
     try:
+        # The savepoint first, then the insert: added before it, the job would be flushed by
+        # begin_nested() itself, outside the savepoint, and a concurrent request's unique
+        # violation would abort the whole transaction instead of only the savepoint.
         with session.begin_nested():
+            session.add(job)
             session.flush()
     except IntegrityError:
         # A concurrent request with the same Idempotency-Key won the race.

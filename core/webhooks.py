@@ -24,7 +24,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from core import jobs
-from core.db import set_org, transaction
+from core.db import rows_changed, set_org, transaction
 from core.errors import invalid
 from core.models import Org
 from core.settings import get_settings
@@ -249,7 +249,7 @@ def deliver(job_id: int, *, base_delay: float = BACKOFF_BASE_SECONDS) -> Outcome
                 "next": next_at,
             },
         )
-        if not getattr(recorded, "rowcount", 0):
+        if not rows_changed(recorded):
             return Outcome("lease_lost")  # another worker took it over; its record stands
     return Outcome(state, retry_in)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
@@ -359,3 +360,19 @@ def test_a_job_handed_off_mid_file_resumes_on_s3_with_a_ranged_read(
     assert row["status"] == "COMPLETED", row
     assert (row["rows_processed"], row["rows_succeeded"], row["rows_failed"]) == (95, 95, 0)
     assert row["redemptions"] == (95, 95)  # every row applied, and only once
+
+
+def test_the_s3_check_writes_nothing_and_names_a_missing_bucket(
+    s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import boto3
+
+    prefix = use_s3(monkeypatch, s3_endpoint)
+    storage = get_storage()
+    assert isinstance(storage, S3Storage)
+    storage.check()
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    assert s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("KeyCount", 0) == 0
+    monkeypatch.setattr(get_settings(), "storage_url", "s3://no-such-bucket-here/x")
+    with pytest.raises(ClientError):
+        get_storage().check()

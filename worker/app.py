@@ -19,6 +19,7 @@ from prometheus_client import start_http_server
 from core import logs
 from core.db import dispose_engine
 from core.settings import get_settings
+from core.tasknames import PURGE_FILES, SWEEP
 from worker.priority import lower_priority
 
 settings = get_settings()
@@ -45,10 +46,10 @@ celery_app.conf.update(
     worker_hijack_root_logger=False,
     beat_schedule={
         "sweep-jobs": {
-            "task": "bulkredeem.sweep",
+            "task": SWEEP,
             "schedule": settings.sweep_interval_seconds,
         },
-        "purge-files": {"task": "bulkredeem.purge_files", "schedule": 3600.0},
+        "purge-files": {"task": PURGE_FILES, "schedule": 3600.0},
     },
 )
 

@@ -7,6 +7,7 @@ import logging
 from core import jobs, pipeline, retention, webhooks
 from core.db import transaction
 from core.settings import get_settings
+from core.tasknames import DELIVER_WEBHOOK, PROCESS_JOB, PURGE_FILES, SWEEP
 from worker.app import celery_app
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ def ring_delivery_if_due(job_id: int) -> None:
         log.warning("job %s: could not ring its webhook; the sweeper will", job_id, exc_info=True)
 
 
-@celery_app.task(name="bulkredeem.process_job")
+@celery_app.task(name=PROCESS_JOB)
 def process_job(job_id: int) -> str:
     result = pipeline.run_slice(job_id)
     if result is pipeline.SliceResult.MORE:
@@ -48,7 +49,7 @@ def process_job(job_id: int) -> str:
     return result.value
 
 
-@celery_app.task(name="bulkredeem.deliver_webhook")
+@celery_app.task(name=DELIVER_WEBHOOK)
 def deliver_webhook(job_id: int) -> str:
     outcome = webhooks.deliver(job_id)
     if outcome.retry_in is not None:
@@ -58,7 +59,7 @@ def deliver_webhook(job_id: int) -> str:
     return outcome.state
 
 
-@celery_app.task(name="bulkredeem.sweep")
+@celery_app.task(name=SWEEP)
 def sweep() -> list[int]:
     with transaction() as session:
         job_ids = jobs.sweep(session)
@@ -72,6 +73,6 @@ def sweep() -> list[int]:
     return job_ids
 
 
-@celery_app.task(name="bulkredeem.purge_files")
+@celery_app.task(name=PURGE_FILES)
 def purge_files() -> int:
     return retention.purge_old_files()

@@ -8,15 +8,15 @@ from fastapi import APIRouter, BackgroundTasks, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import OrgTx, admitted, record_use, required_key
+from api.deps import Bucket, OrgTx, admit, presented_key
+from api.doorbell import ring_delivery_if_due
 from api.errors import ERROR_RESPONSES
 from api.events import job_events
 from core import jobs, reference, reports
 from core.codes import error_name
 from core.errors import invalid, not_found
+from core.limits import MAX_ID
 from core.models import JOB_STATUSES
-from core.reference import MAX_ID
-from worker.tasks import ring_delivery_if_due
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
 
@@ -54,10 +54,8 @@ async def get_job(job_id: JobId, request: Request) -> dict[str, Any]:
 
 
 def _job_document(request: Request, job_id: int) -> dict[str, Any]:
-    found = jobs.poll(required_key(request), job_id)
-    if found.key is not None:  # a use even when over the rate, as OrgTx records it
-        record_use(found.key)
-    admitted(found.key)
+    found = jobs.poll(presented_key(request), job_id)
+    admit(found.key, Bucket.REQUESTS)
     if found.job is None:
         raise not_found("job")
     return jobs.job_document(found.job, delivery=found.delivery)

@@ -21,12 +21,13 @@ from api.schemas_reference import (
     SeriesPageOut,
 )
 from core import reference
+from core.limits import MAX_ID, MAX_IDENTIFIER
 
 router = APIRouter(tags=["reference data"], responses=ERROR_RESPONSES)
 
 # Bounded so that an id no BIGINT can hold is refused here instead of failing in the database.
-SeriesId = Annotated[int, Path(alias="id", gt=0, le=reference.MAX_ID)]
-CouponId = Annotated[int, Path(alias="couponId", gt=0, le=reference.MAX_ID)]
+SeriesId = Annotated[int, Path(alias="id", gt=0, le=MAX_ID)]
+CouponId = Annotated[int, Path(alias="couponId", gt=0, le=MAX_ID)]
 
 
 @router.post("/v1/customers")
@@ -81,8 +82,8 @@ def get_coupon(coupon_id: CouponId, tx: OrgTx) -> CouponOut:
 @router.get("/v1/coupons")
 def find_coupon(
     tx: OrgTx,
-    series_id: Annotated[int, Query(alias="seriesId", gt=0, le=reference.MAX_ID)],
-    code: Annotated[str, Query(min_length=1, max_length=reference.MAX_IDENTIFIER_LENGTH)],
+    series_id: Annotated[int, Query(alias="seriesId", gt=0, le=MAX_ID)],
+    code: Annotated[str, Query(min_length=1, max_length=MAX_IDENTIFIER)],
 ) -> CouponOut:
     """The coupon with this code in this series: codes are unique within a series only."""
     return CouponOut.of(reference.find_coupon(tx.session, tx.org_id, series_id, code))

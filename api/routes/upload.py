@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from python_multipart.exceptions import MultipartParseError
-from python_multipart.multipart import MultipartParser, parse_options_header
+from sqlalchemy.exc import DBAPIError
 
+from api import multipart
 from api.deps import OrgTx, UploadOrgId
+from api.doorbell import enqueue_job
 from api.errors import ERROR_RESPONSES, UPLOAD_RESPONSES
 from core import jobs, metrics, reference, uploads
 from core.db import transaction
-from core.errors import DomainError, ErrorKind, FieldProblem, invalid
+from core.errors import DomainError, ErrorKind, FieldProblem
+from core.limits import MAX_ID
 from core.models import UploadJob
-from core.reference import MAX_ID
-from core.settings import get_settings
 from core.storage import get_storage
-from worker.tasks import enqueue_job
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/coupon/api/v1/upload", tags=["capillary"])
@@ -69,8 +69,7 @@ UPLOAD_BODY = {
     }
 }
 
-MAX_FILE_NAME = 255
-PARSE_BLOCK = 1 << 20
+T = TypeVar("T")
 
 
 def _result(
@@ -84,97 +83,6 @@ def _result(
     }
 
 
-class _MultipartReader:
-    """Streams one multipart body: the file part into a FileSink, the other fields into memory."""
-
-    def __init__(self, sink: uploads.FileSink) -> None:
-        settings = get_settings()
-        self.max_parts = settings.max_multipart_parts
-        self.max_field_bytes = settings.max_field_bytes
-        self.sink = sink
-        self.form = uploads.UploadForm()
-        self.parts = 0
-        self._header_name = b""
-        self._header_value = b""
-        self._disposition = b""
-        self._field: str | None = None
-        self._is_file = False
-        self._buffer = bytearray()
-
-    def callbacks(self) -> Any:
-        return {
-            "on_part_begin": self._part_begin,
-            "on_header_field": self._header_field,
-            "on_header_value": self._header_value_cb,
-            "on_header_end": self._header_end,
-            "on_headers_finished": self._headers_finished,
-            "on_part_data": self._part_data,
-            "on_part_end": self._part_end,
-        }
-
-    def _part_begin(self) -> None:
-        self.parts += 1
-        if self.parts > self.max_parts:
-            raise invalid("request", f"too many multipart parts (at most {self.max_parts})")
-        self._disposition = b""
-        self._field = None
-        self._is_file = False
-        self._buffer = bytearray()
-
-    def _header_field(self, data: bytes, start: int, end: int) -> None:
-        self._header_name += data[start:end]
-
-    def _header_value_cb(self, data: bytes, start: int, end: int) -> None:
-        self._header_value += data[start:end]
-
-    def _header_end(self) -> None:
-        if self._header_name.lower() == b"content-disposition":
-            self._disposition = self._header_value
-        self._header_name = b""
-        self._header_value = b""
-
-    def _headers_finished(self) -> None:
-        _, options = parse_options_header(self._disposition)
-        name = options.get(b"name")
-        if name is None:
-            raise invalid("request", "a multipart part has no name")
-        self._field = name.decode("utf-8", "replace")
-        if b"filename" in options:
-            if self._field != "file":
-                raise invalid(
-                    self._field, f"unexpected file part {self._field!r}: send it as 'file'"
-                )
-            if self.form.file_name is not None:
-                raise invalid("file", "only one file per request")
-            raw_name = options[b"filename"].decode("utf-8", "replace")
-            # Kept as data only (it never reaches a path): strip what a database can't hold.
-            self.form.file_name = raw_name.replace("\x00", "")[:MAX_FILE_NAME] or "upload.csv"
-            self._is_file = True
-
-    def _part_data(self, data: bytes, start: int, end: int) -> None:
-        if self._is_file:
-            self.sink.write(data[start:end])
-            return
-        self._buffer += data[start:end]
-        if len(self._buffer) > self.max_field_bytes:
-            raise invalid(
-                self._field or "request", f"field larger than {self.max_field_bytes} bytes"
-            )
-
-    def _part_end(self) -> None:
-        if not self._is_file and self._field is not None:
-            if self._field in self.form.fields:
-                raise invalid(self._field, f"{self._field} is given more than once")
-            self.form.fields[self._field] = self._buffer.decode("utf-8", "replace")
-
-
-def _boundary(request: Request) -> bytes:
-    content_type, params = parse_options_header(request.headers.get("content-type"))
-    if content_type != b"multipart/form-data" or b"boundary" not in params:
-        raise invalid("file", "the request must be multipart/form-data with a file part")
-    return params[b"boundary"]
-
-
 @router.post(
     "/redeemFile/{couponSeriesId}",
     status_code=202,
@@ -185,81 +93,58 @@ async def upload_redeemed_coupons(
     series_id: SeriesId, request: Request, org_id: UploadOrgId
 ) -> JSONResponse:
     """Upload a CSV of redeemed coupons; answers at once with the job, which runs later."""
+    key = _idempotency_key(request)
 
-    def check_series() -> None:
+    def look_up() -> UploadJob | None:
         with transaction(org_id) as session:
             reference.get_series(session, org_id, series_id)
+            return uploads.job_for_key(session, org_id, key) if key is not None else None
 
-    await run_in_threadpool(check_series)
-    boundary = _boundary(request)
+    # Before a byte of the file is read: a key already used for another series is a 409 now,
+    # and a key that made a job already means that nothing will be stored, whatever follows.
+    earlier = await run_in_threadpool(_once_more_if_disconnected, look_up)
+    if earlier is not None and earlier.series_id != series_id:
+        raise uploads.key_conflict()
 
     storage = get_storage()
-    sink = uploads.FileSink(storage, org_id)
-    reader = _MultipartReader(sink)
+    sink = uploads.FileSink(storage, org_id, store=earlier is None)
     try:
-        parser = MultipartParser(boundary, reader.callbacks())
-        if storage.writes_block:
-            # Parsing writes to storage, and an S3 part upload waits on the network: from the
-            # threadpool, a MiB at a time, so the event loop keeps answering polls meanwhile.
-            pending = bytearray()
-            async for chunk in request.stream():
-                pending += chunk
-                if len(pending) >= PARSE_BLOCK:
-                    await run_in_threadpool(parser.write, bytes(pending))
-                    pending.clear()
-            if pending:
-                await run_in_threadpool(parser.write, bytes(pending))
+        form = await multipart.read_form(request, sink)
+        fp = uploads.fingerprint(org_id, series_id, form, sink.sha256.hexdigest()) if key else None
+        if earlier is not None:
+            if earlier.request_fingerprint != fp:
+                raise uploads.key_conflict()
+            job, created = earlier, False
         else:
-            # Local files: inline (a third faster than through the threadpool: 213 against
-            # 142 MiB/s for a 1 GiB upload on the bench).
-            async for chunk in request.stream():
-                parser.write(chunk)
-        await run_in_threadpool(parser.finalize)
-        await run_in_threadpool(sink.commit)
-        # In the threadpool too: judging may resolve the callbackUrl's host.
-        plan = await run_in_threadpool(uploads.judge, reader.form, sink)
-    except MultipartParseError as exc:
-        sink.discard()
-        raise invalid("request", f"the multipart body is malformed: {exc}") from None
+            # In the threadpool: judging may resolve the callbackUrl's host.
+            plan = await run_in_threadpool(uploads.judge, form, sink)
+
+            def persist() -> tuple[UploadJob, bool]:
+                with transaction(org_id) as session:
+                    if key is not None and fp is not None:
+                        found = uploads.existing_for_key(session, org_id, key, fp)
+                        if found is not None:
+                            return found, found.storage_key == sink.key
+                    job = uploads.create_job(
+                        session,
+                        org_id=org_id,
+                        series_id=series_id,
+                        plan=plan,
+                        sink=sink,
+                        file_name=form.file_name or "upload.csv",
+                        idempotency_key=key,
+                        request_fingerprint=fp,
+                    )
+                    return job, job.storage_key == sink.key
+
+            job, created = await run_in_threadpool(_once_more_if_disconnected, persist)
+    except Exception:
+        await run_in_threadpool(sink.discard)
+        raise
     except BaseException:
-        sink.discard()
+        sink.discard()  # cancelled: no awaiting any more
         raise
 
-    form = reader.form
-    file_name = form.file_name or "upload.csv"
-    key = request.headers.get("idempotency-key")
-    if key is not None and not (0 < len(key) <= 255):
-        get_storage().delete(sink.key)
-        raise DomainError(
-            ErrorKind.INVALID,
-            "Idempotency-Key must be 1 to 255 characters",
-            [FieldProblem("Idempotency-Key", "1 to 255 characters")],
-        )
-    fp = uploads.fingerprint(org_id, series_id, form, sink.sha256.hexdigest()) if key else None
-
-    def persist() -> tuple[UploadJob, bool]:
-        with transaction(org_id) as session:
-            if key is not None and fp is not None:
-                earlier = uploads.existing_for_key(session, org_id, key, fp)
-                if earlier is not None:
-                    return earlier, False
-            job = uploads.create_job(
-                session,
-                org_id=org_id,
-                series_id=series_id,
-                plan=plan,
-                sink=sink,
-                file_name=file_name,
-                idempotency_key=key,
-                request_fingerprint=fp,
-            )
-            return job, job.storage_key == sink.key
-
-    try:
-        job, created = await run_in_threadpool(persist)
-    except BaseException:
-        get_storage().delete(sink.key)
-        raise
     if created:
         metrics.upload_stored(sink.size)
         # After the commit, never before: a worker must find the job it is told about.
@@ -267,14 +152,41 @@ async def upload_redeemed_coupons(
             await run_in_threadpool(enqueue_job, job.id)
         except Exception:
             log.warning("job %s: could not enqueue; the sweeper will", job.id, exc_info=True)
-    else:
-        get_storage().delete(sink.key)
+    elif sink.stores:
+        # A concurrent request with the same key made the job first: ours is not needed.
+        await run_in_threadpool(storage.delete, sink.key)
     body = {
         "success": True,
         "status": {"success": True, "code": 200, "message": "Upload queued"},
         "result": _result(org_id, series_id, job.file_name, [job]),
     }
     return JSONResponse(body, status_code=202)
+
+
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is not None and not (0 < len(key) <= 255):
+        raise DomainError(
+            ErrorKind.INVALID,
+            "Idempotency-Key must be 1 to 255 characters",
+            [FieldProblem("Idempotency-Key", "1 to 255 characters")],
+        )
+    return key
+
+
+def _once_more_if_disconnected(work: Callable[[], T]) -> T:
+    """Run `work` (one transaction), and once more on a new connection when the server closed
+    the first one under it (a restart, a failover, a terminated backend): the file is stored
+    already, and a client should not have to send it again for that. A second loss is a 503
+    (api/errors.py). A commit whose answer was lost may have made the job: the retry then finds
+    it by its Idempotency-Key; without one, its rows would all be 790 in a second job."""
+    try:
+        return work()
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        log.warning("the database connection was lost during an upload; trying once more")
+        return work()
 
 
 @router.get("/getUploadRedeemedCouponStatus/{couponSeriesId}", responses=ERROR_RESPONSES)

@@ -38,6 +38,8 @@ class UploadJob(Base):
         CheckConstraint("rows_processed = rows_succeeded + rows_failed", name="rows_add_up"),
         UniqueConstraint("org_id", "idempotency_key"),
         Index("ix_upload_jobs_org_id_series_id_id", "org_id", "series_id", "id"),
+        Index("ix_upload_jobs_org_id_id", "org_id", "id"),
+        Index("ix_upload_jobs_finished_at", "finished_at"),
         Index(
             "ix_upload_jobs_active",
             "status",
@@ -105,7 +107,6 @@ class UploadJob(Base):
 
 class JobRowError(Base):
     __tablename__ = "job_row_errors"
-    __table_args__ = (Index("ix_job_row_errors_job_id_code", "job_id", "code"),)
 
     job_id: Mapped[int] = mapped_column(
         BigInteger, ForeignKey("upload_jobs.id", ondelete="CASCADE"), primary_key=True

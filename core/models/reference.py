@@ -115,6 +115,8 @@ class Coupon(Base):
             ],
         ),
         UniqueConstraint("id", "series_id", "org_id"),  # redemptions' coupon check, index-only
+        # A customer's delete finds its issued coupons (the foreign key's SET NULL).
+        Index("ix_coupons_issued_to_customer_id", "issued_to_customer_id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
