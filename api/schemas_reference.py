@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -31,36 +32,30 @@ class ResponseBody(BaseModel):
 # Customers
 
 
-class CustomerIn(RequestBody):
+class CustomerFields(BaseModel):
+    """The shape of a customer, in and out (core.reference.CustomerFields)."""
+
     external_id: str | None = None
     mobile: str | None = None
     email: str | None = None
     name: str | None = None
 
+
+class CustomerIn(CustomerFields, RequestBody):
     def to_domain(self) -> reference.CustomerInput:
-        return reference.CustomerInput(self.external_id, self.mobile, self.email, self.name)
+        return reference.CustomerInput(**self.model_dump())
 
 
 class CustomersIn(RequestBody):
     customers: list[CustomerIn] = Field(max_length=MAX_BATCH)
 
 
-class CustomerOut(ResponseBody):
+class CustomerOut(CustomerFields, ResponseBody):
     user_id: int
-    external_id: str | None
-    mobile: str | None
-    email: str | None
-    name: str | None
 
     @classmethod
     def of(cls, view: reference.CustomerView) -> CustomerOut:
-        return cls(
-            user_id=view.user_id,
-            external_id=view.external_id,
-            mobile=view.mobile,
-            email=view.email,
-            name=view.name,
-        )
+        return cls(**asdict(view))
 
 
 class CustomersOut(ResponseBody):
