@@ -57,6 +57,12 @@ COLUMN_KEYS = (
 # Column of the customers table that each non-userId customer key matches.
 CUSTOMER_COLUMNS = {"mobile": "mobile", "externalId": "external_id", "email": "email"}
 
+
+def mandatory_keys(customer: CustomerIdentifier, coupon: CouponIdentifier) -> tuple[str, ...]:
+    """The keys every upload must map (DESIGN.md): the enums' keys, the date and the till."""
+    return (customer.key, coupon.key, "redeemedDateInMillis", "redeemedAt")
+
+
 MAX_IDENTIFIER = 100
 MAX_DETAILS = 1000
 # 2000-01-01T00:00:00Z: nothing earlier is a plausible point-of-sale redemption.
@@ -95,7 +101,7 @@ class Mapping:
 
     @property
     def mandatory(self) -> tuple[str, ...]:
-        return (self.customer.key, self.coupon.key, "redeemedDateInMillis", "redeemedAt")
+        return mandatory_keys(self.customer, self.coupon)
 
 
 @dataclass(slots=True)
