@@ -22,9 +22,12 @@ import httpx
 import pytest
 from typer.testing import CliRunner, Result
 
-from cli.client import CouponIdentifier, CustomerIdentifier, map_header_by_name, read_header_row
+from cli.client.files import read_header_row
+from cli.client.headers import map_header_by_name
+from cli.client.http import ClientError
 from cli.devservices import free_port
 from cli.main import app
+from core.rows import CouponIdentifier, CustomerIdentifier
 from tests.factories import (
     SAMPLE_MS,
     create_coupon,
@@ -270,14 +273,14 @@ def test_a_file_whose_header_cannot_be_mapped_asks_for_headers_and_uploads_nothi
 def test_header_row_is_read_from_the_first_bytes_with_bom_quotes_and_tabs(tmp_path: Path) -> None:
     path = tmp_path / "tabs.csv"
     path.write_bytes(
-        b'\xef\xbb\xbf"redeemed date,\tin millis"\tredeemedAt\tEMAIL\tcouponId\tnotes\n1\t2\t3\t4\n'
+        b'\xef\xbb\xbf"redeemed date\tin millis"\tredeemedAt\tEMAIL\tcouponId\tnotes\n1\t2\t3\t4\n'
     )
 
     header = read_header_row(path)
 
-    assert header == ["redeemed date,\tin millis", "redeemedAt", "EMAIL", "couponId", "notes"]
+    assert header == ["redeemed date\tin millis", "redeemedAt", "EMAIL", "couponId", "notes"]
     assert map_header_by_name(header, CustomerIdentifier.EMAIL, CouponIdentifier.COUPON_ID) == {
-        "redeemedDateInMillis": "redeemed date,\tin millis",
+        "redeemedDateInMillis": "redeemed date\tin millis",
         "redeemedAt": "redeemedAt",
         "email": "EMAIL",
         "couponId": "couponId",
@@ -292,6 +295,35 @@ def test_header_row_is_read_from_the_first_bytes_with_bom_quotes_and_tabs(tmp_pa
         "billNumber": "bill number",
         "details": "details",
     }
+
+
+def test_header_names_match_by_the_services_rule_case_and_spaces_only() -> None:
+    """The CLI asks core (core/headers.py), as the API does: `Coupon Code`, `COUPON_CODE` and
+    `coupon-code` are the couponCode column; `Coupon/Code` or `redeemed date,in millis` are not
+    (the CLI's own rule, before, dropped every character that was not a letter or digit)."""
+    snake = ["Redeemed_Date_In_Millis", "TILL_ID", "Mobile-No", "COUPON_CODE", "bill  NUMBER"]
+    assert map_header_by_name(snake, CustomerIdentifier.MOBILE, CouponIdentifier.COUPON_CODE) == {
+        "redeemedDateInMillis": "Redeemed_Date_In_Millis",
+        "redeemedAt": "TILL_ID",
+        "mobile": "Mobile-No",
+        "couponCode": "COUPON_CODE",
+        "billNumber": "bill  NUMBER",
+    }
+    for header, unmapped in (
+        (["Redeemed_Date_In_Millis", "TILL_ID", "Mobile-No", "Coupon/Code"], "couponCode"),
+        (
+            ["redeemed date,in millis", "TILL_ID", "Mobile-No", "COUPON_CODE"],
+            "redeemedDateInMillis",
+        ),
+    ):
+        with pytest.raises(ClientError, match=f"no column of the header row maps to {unmapped} "):
+            map_header_by_name(header, CustomerIdentifier.MOBILE, CouponIdentifier.COUPON_CODE)
+    with pytest.raises(ClientError, match="two columns could be couponCode: 'Code' and 'code '"):
+        map_header_by_name(
+            ["date", "till", "mobile", "Code", "code "],
+            CustomerIdentifier.MOBILE,
+            CouponIdentifier.COUPON_CODE,
+        )
 
 
 # --- jobs ---------------------------------------------------------------------------------------
