@@ -14,8 +14,8 @@ from pathlib import Path
 
 # A NUL byte this early, outside UTF-16, is a binary file (DESIGN.md); magic numbers sit at 0.
 SNIFF_BYTES = 8192
-# How far into a zip the local headers are read for entry names: past [Content_Types].xml
-# and _rels/.rels, which every workbook writer puts before the xl/ parts.
+# What the CLI reads of a file on disk before it opens a zip whole: well past
+# [Content_Types].xml and _rels/.rels, which workbook writers put before the xl/ parts.
 ZIP_SCAN_BYTES = 64 * 1024
 
 _ZIP_LOCAL_HEADER = b"PK\x03\x04"
@@ -78,7 +78,7 @@ def sniff(prefix: bytes) -> FileFormat:
     if prefix.startswith(b"%PDF-"):
         return FileFormat.PDF
     if prefix.startswith(_ZIP_LOCAL_HEADER) or prefix.startswith(_ZIP_EMPTY):
-        names = zip_entry_names(prefix[:ZIP_SCAN_BYTES])
+        names = zip_entry_names(prefix)
         return FileFormat.XLSX if _is_workbook(names) else FileFormat.ZIP
     if prefix.startswith(_OLE2):
         if any(stream in prefix for stream in _XLS_STREAMS):
