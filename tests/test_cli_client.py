@@ -36,6 +36,7 @@ from tests.factories import (
     create_series,
     write_csv,
 )
+from tests.foreign_files import FOREIGN, Foreign
 from tests.processes import Process, service_env
 from tests.processes import api as start_api
 
@@ -324,6 +325,49 @@ def test_header_names_match_by_the_services_rule_case_and_spaces_only() -> None:
             CustomerIdentifier.MOBILE,
             CouponIdentifier.COUPON_CODE,
         )
+
+
+# --- files that are not CSV -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("foreign", FOREIGN, ids=lambda f: f.name)
+def test_a_file_that_is_not_csv_is_refused_in_one_line_saying_what_it_is_and_nothing_is_sent(
+    cli: Cli, shop: Shop, tmp_path: Path, foreign: Foreign
+) -> None:
+    content = foreign.build()
+    path = tmp_path / foreign.name
+    path.write_bytes(content)
+
+    result = cli(*upload_args(shop, path))
+
+    assert result.exit_code == 1, result.output
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"bulkredeem: {path} is {foreign.format.human}"), line
+    for word in foreign.words:
+        assert word in line, line
+    assert line.isprintable()  # not the file's bytes
+    # The API's 415 for the same bytes says the same, of "the file".
+    answer = cli.api(
+        "POST",
+        f"/coupon/api/v1/upload/redeemFile/{shop.series_id}",
+        data={"customerIdentifier": "MOBILE", "couponIdentifier": "COUPON_CODE",
+              "uploadHeaders": INDEX_HEADERS},
+        files={"file": ("redeemed.csv", content, "text/csv")},
+    )  # fmt: skip
+    assert answer.status_code == 415, answer.text
+    assert line == f"bulkredeem: {path}" + answer.json()["status"]["message"][len("the file") :]
+    # Told by its bytes, not its name; refused before any connection, --headers or not.
+    renamed = tmp_path / "redeemed.csv"
+    renamed.write_bytes(content)
+    offline = {"BULKREDEEM_URL": f"http://127.0.0.1:{free_port()}"}
+    again = cli(*upload_args(shop, renamed, "--headers", INDEX_HEADERS), env=offline)
+    assert again.exit_code == 1, again.output
+    assert again.stderr.splitlines() == [
+        f"bulkredeem: {renamed}" + line[len(f"bulkredeem: {path}") :]
+    ]
+    listed = cli.api("GET", "/v1/jobs", params={"couponSeriesId": shop.series_id}).json()
+    assert listed["items"] == []
 
 
 # --- jobs ---------------------------------------------------------------------------------------
