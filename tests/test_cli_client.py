@@ -25,6 +25,7 @@ from typer.testing import CliRunner, Result
 from cli.client.files import read_header_row
 from cli.client.headers import map_header_by_name
 from cli.client.http import ClientError
+from cli.client.render import full_time, short_time
 from cli.devservices import free_port
 from cli.main import app
 from core.rows import CouponIdentifier, CustomerIdentifier
@@ -399,6 +400,61 @@ def test_jobs_list_show_cancel_and_wait_on_a_queued_job(cli: Cli, shop: Shop) ->
     only_completed = cli("jobs", "list", "--status", "COMPLETED")
     assert only_completed.exit_code == 0, only_completed.output
     assert not re.search(rf"^\S*\s*{job_id}\b", only_completed.stdout, re.MULTILINE)
+
+
+def fits_80_columns(result: Result) -> str:
+    """Everything the command printed, checked to fit 80 columns with no cell cut."""
+    for line in result.output.splitlines():
+        assert len(line) <= 80, f"{len(line)} columns: {line!r}\n{result.output}"
+        assert "…" not in line, result.output
+    return result.output
+
+
+def test_at_80_columns_upload_wait_and_the_jobs_commands_cut_nothing(
+    cli: Cli, shop: Shop, tmp_path: Path
+) -> None:
+    narrow: dict[str, str | None] = {"COLUMNS": "80"}
+    path = write_csv(
+        tmp_path / "redemptions_2026-12-04_store-0042_full-export_after-the-sale.csv",
+        ["date", "till", "mobile", "code"],
+        [(SAMPLE_MS, "T1", shop.mobile, "GOOD1"), (SAMPLE_MS, "T1", shop.mobile, "NOSUCH")],
+    )
+
+    uploaded = cli(*upload_args(shop, path, "--headers", INDEX_HEADERS, "--wait"), env=narrow)
+
+    assert uploaded.exit_code == 2, uploaded.output
+    fits_80_columns(uploaded)
+    job_id = job_id_printed(uploaded)
+    assert re.search(
+        rf"^job {job_id} COMPLETED_WITH_ERRORS .* 100%  ETA 0:00$", uploaded.stderr, re.M
+    )
+    assert re.search(r"^2 rows, 1 failed, [\d,-]+ rows/s$", uploaded.stderr, re.M)
+    assert f"job {job_id} COMPLETED_WITH_ERRORS: 2 rows, 1 succeeded, 1 failed" in uploaded.stdout
+    queued = create_job(cli.org_id, shop.series_id, ["d,t,m,c", f"{SAMPLE_MS},T1,{shop.mobile},X"])
+
+    listed = cli("jobs", "list", "--series", str(shop.series_id), env=narrow)
+    shown = cli("jobs", "show", str(job_id), env=narrow)
+
+    assert listed.exit_code == 0, listed.output
+    text = fits_80_columns(listed)
+    for document in (cli.job(job_id), cli.job(queued)):
+        # Each job's line holds its id, full status and counts, and its creation time, short.
+        when = short_time(document["createdAt"])
+        line = rf"^\s*{document['jobId']}\s+{shop.series_id}\s+{document['status']}\s+.*{when}"
+        assert re.search(line, text, re.M), text
+        assert "".join(document["fileName"].split()) in "".join(text.split())
+    assert shown.exit_code == 0, shown.output
+    text = fits_80_columns(shown)
+    assert re.search(r"^status\s+COMPLETED_WITH_ERRORS\s*$", text, re.M), text
+    assert re.search(rf"^created\s+{full_time(cli.job(job_id)['createdAt'])}\s*$", text, re.M), text
+    # Scripts read the full values: --json gives the service's documents as they are.
+    as_json = cli("jobs", "list", "--series", str(shop.series_id), "--json", env=narrow)
+    assert as_json.exit_code == 0, as_json.output
+    page = cli.api("GET", "/v1/jobs", params={"couponSeriesId": shop.series_id, "limit": 20})
+    assert json.loads(as_json.stdout) == page.json()
+    waited = cli("jobs", "wait", str(job_id), "--json", env=narrow)
+    assert waited.exit_code == 2, waited.output
+    assert json.loads(waited.stdout) == cli.job(job_id)
 
 
 # --- series -------------------------------------------------------------------------------------

@@ -17,20 +17,28 @@ POLL_SECONDS = 0.5
 
 def follow(client: BulkRedeemClient, job_id: int) -> Job:
     """Poll the job until it ends, showing its progress on stderr (its last frame stays)."""
-    with Live(progress_view(job_id, None), console=err(), refresh_per_second=4) as live:
-        while True:
-            try:
-                job = client.job(job_id)
-            except ClientError as error:
-                if error.status == 429:
-                    time.sleep(error.retry_after or 1.0)
-                    continue
-                error.message += f"; the job goes on (`bulkredeem jobs wait {job_id}`)"
-                raise
-            live.update(progress_view(job_id, job))
-            if job.finished:
-                return job
-            time.sleep(POLL_SECONDS)
+    console = err()
+    with Live(progress_view(job_id, None), console=console, refresh_per_second=4) as live:
+        job = _poll_until_ended(client, job_id, live)
+    if not console.is_terminal:
+        console.line()  # rich ends the last frame with a line end only on a terminal
+    return job
+
+
+def _poll_until_ended(client: BulkRedeemClient, job_id: int, live: Live) -> Job:
+    while True:
+        try:
+            job = client.job(job_id)
+        except ClientError as error:
+            if error.status == 429:
+                time.sleep(error.retry_after or 1.0)
+                continue
+            error.message += f"; the job goes on (`bulkredeem jobs wait {job_id}`)"
+            raise
+        live.update(progress_view(job_id, job))
+        if job.finished:
+            return job
+        time.sleep(POLL_SECONDS)
 
 
 def wait_and_exit(client: BulkRedeemClient, job_id: int, *, as_json: bool = False) -> NoReturn:
