@@ -67,7 +67,7 @@ def xlsx(*, streamed: bool = False, padding: int = 0) -> bytes:
     """
     buffer = io.BytesIO()
     target: io.RawIOBase | io.BytesIO = _Unseekable(buffer) if streamed else buffer
-    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:  # type: ignore[arg-type]
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
         if padding:
             archive.writestr(
                 zipfile.ZipInfo("docProps/thumbnail.bin"), bytes(padding), zipfile.ZIP_STORED

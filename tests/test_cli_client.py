@@ -361,7 +361,7 @@ def test_a_file_that_is_not_csv_is_refused_in_one_line_saying_what_it_is_and_not
     # Told by its bytes, not its name; refused before any connection, --headers or not.
     renamed = tmp_path / "redeemed.csv"
     renamed.write_bytes(content)
-    offline = {"BULKREDEEM_URL": f"http://127.0.0.1:{free_port()}"}
+    offline: dict[str, str | None] = {"BULKREDEEM_URL": f"http://127.0.0.1:{free_port()}"}
     again = cli(*upload_args(shop, renamed, "--headers", INDEX_HEADERS), env=offline)
     assert again.exit_code == 1, again.output
     assert again.stderr.splitlines() == [

@@ -17,10 +17,10 @@ from cli.client.render import (
     error_table,
     job_table,
     jobs_lines,
-    out,
     print_json,
     reported,
     series_table,
+    stdout,
 )
 from cli.client.watch import wait_and_exit
 from core.rows import CouponIdentifier, CustomerIdentifier
@@ -138,7 +138,7 @@ def jobs_list(
     if as_json:
         print_json(page.document)
     else:
-        for text in jobs_lines(page.jobs, out().width):
+        for text in jobs_lines(page.jobs, stdout().width):
             typer.echo(text)
     if page.next_cursor:
         typer.echo(f"more jobs than {limit}: raise --limit", err=True)
@@ -157,7 +157,7 @@ def jobs_show(
     if as_json:
         print_json(job.document)
         return
-    console = out()
+    console = stdout()
     console.print(job_table(job))
     if job.error_summary:
         console.print(error_table(job))
@@ -266,7 +266,7 @@ def series_show(
     if as_json:
         print_json(found)
         return
-    out().print(series_table(found))
+    stdout().print(series_table(found))
 
 
 def demo(

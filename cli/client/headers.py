@@ -29,9 +29,11 @@ def map_header_by_name(
     """uploadHeaders naming columns by their header names, or a ClientError saying why not."""
     columns = ", ".join(repr(cell) for cell in header) or "nothing"
     suggestion = suggest_columns(header)
-    for key, found in suggestion.clashes.items():
-        first, second = (header[index] for index in found[:2])
-        raise ClientError(f"two columns could be {key}: {first!r} and {second!r}; {_HINT}")
+    if suggestion.clashes:
+        key, (first, second, *_) = next(iter(suggestion.clashes.items()))
+        raise ClientError(
+            f"two columns could be {key}: {header[first]!r} and {header[second]!r}; {_HINT}"
+        )
     if not suggestion.columns:
         raise ClientError(
             f"the file's first line is not a header row the CLI can map by name "

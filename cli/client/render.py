@@ -23,11 +23,11 @@ from cli.client.documents import Job
 from cli.client.http import ClientError
 
 
-def out() -> Console:
+def stdout() -> Console:
     return Console(highlight=False)
 
 
-def err() -> Console:
+def stderr() -> Console:
     return Console(stderr=True, highlight=False)
 
 
@@ -245,7 +245,7 @@ def progress_view(job_id: int, job: Job | None) -> RenderableType:
 
 def print_outcome(job: Job) -> None:
     """The ended job in a line, its errors by code, and where to find the failed rows."""
-    console = out()
+    console = stdout()
     p = job.progress
     dry = " (dry run: nothing applied)" if job.dry_run else ""
     console.print(

@@ -10,14 +10,14 @@ from rich.live import Live
 
 from cli.client.documents import Job
 from cli.client.http import BulkRedeemClient, ClientError
-from cli.client.render import err, print_json, print_outcome, progress_view
+from cli.client.render import print_json, print_outcome, progress_view, stderr
 
 POLL_SECONDS = 0.5
 
 
 def follow(client: BulkRedeemClient, job_id: int) -> Job:
     """Poll the job until it ends, showing its progress on stderr (its last frame stays)."""
-    console = err()
+    console = stderr()
     with Live(progress_view(job_id, None), console=console, refresh_per_second=4) as live:
         job = _poll_until_ended(client, job_id, live)
     if not console.is_terminal:
