@@ -121,6 +121,10 @@ def test_jobs_list_is_one_line_a_job_when_the_names_fit() -> None:
     assert len(jobs_lines([a_job()], 200)) == 2  # a wide terminal: the long name fits too
 
 
+def test_no_jobs_is_the_header_alone() -> None:
+    assert jobs_lines([], 80) == ["job  series  status  rows  failed  created  file"]
+
+
 def test_jobs_show_and_its_errors_fit_80_columns(local_zone: None) -> None:
     job = a_job()
 

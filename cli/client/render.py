@@ -137,7 +137,9 @@ def jobs_lines(jobs: list[Job], width: int, now: datetime | None = None) -> list
         for job in jobs
     ]
     files = [(job.file_name or "-") + (" (dry run)" if job.dry_run else "") for job in jobs]
-    widths = [max(len(name), *(len(row[i]) for row in rows)) for i, name in enumerate(_JOB_COLUMNS)]
+    widths = [
+        max([len(name), *(len(row[i]) for row in rows)]) for i, name in enumerate(_JOB_COLUMNS)
+    ]
 
     def line(cells: tuple[str, ...]) -> str:
         return _GAP.join(
@@ -146,7 +148,7 @@ def jobs_lines(jobs: list[Job], width: int, now: datetime | None = None) -> list
         )
 
     fixed = sum(widths) + len(_GAP) * (len(widths) - 1)
-    if fixed + len(_GAP) + max(len("file"), *map(len, files)) <= width:
+    if fixed + len(_GAP) + max([len("file"), *map(len, files)]) <= width:
         lines = [line(_JOB_COLUMNS) + _GAP + "file"]
         lines += [line(row) + _GAP + name for row, name in zip(rows, files, strict=True)]
         return [text.rstrip() for text in lines]
