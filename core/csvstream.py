@@ -14,6 +14,8 @@ from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from core.formats import refusal, sniff
+
 BLOCK_SIZE = 1 << 20
 # A single line (or field) above this is damage, not data: it bounds what one record can hold.
 MAX_LINE_BYTES = 32 << 20
@@ -85,23 +87,9 @@ class LineCounter:
         self.count += breaks
 
 
-_MAGIC = (
-    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
-    (b"\x1f\x8b", "a gzip archive"),
-    (b"PK\x03\x04", "a zip archive"),
-    (b"%PDF-", "a PDF document"),
-)
-
-
 def binary_reason(prefix: bytes) -> str | None:
-    """Why the file is not text (judged on its first 8 KiB), or None when it looks like text."""
-    for magic, what in _MAGIC:
-        if prefix.startswith(magic):
-            return f"the file is {what}, not a CSV"
-    encoding, _ = sniff_encoding(prefix)
-    if not encoding.startswith("utf-16") and b"\x00" in prefix[:8192]:
-        return "the file contains NUL bytes: it is binary, not a CSV"
-    return None
+    """Why the file is not a CSV the service reads (judged on its start), or None when it is."""
+    return refusal(sniff(prefix))
 
 
 def detect_delimiter(text: str) -> str:

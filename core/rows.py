@@ -58,6 +58,12 @@ COLUMN_KEYS = (
 # Column of the customers table that each non-userId customer key matches.
 CUSTOMER_COLUMNS = {"mobile": "mobile", "externalId": "external_id", "email": "email"}
 
+
+def mandatory_keys(customer: CustomerIdentifier, coupon: CouponIdentifier) -> tuple[str, ...]:
+    """The keys every upload must map (DESIGN.md): the enums' keys, the date and the till."""
+    return (customer.key, coupon.key, "redeemedDateInMillis", "redeemedAt")
+
+
 # 2000-01-01T00:00:00Z: nothing earlier is a plausible point-of-sale redemption.
 MIN_REDEEMED_MS = 946_684_800_000
 MAX_FUTURE_MS = 5 * 60 * 1000
@@ -94,7 +100,7 @@ class Mapping:
 
     @property
     def mandatory(self) -> tuple[str, ...]:
-        return (self.customer.key, self.coupon.key, "redeemedDateInMillis", "redeemedAt")
+        return mandatory_keys(self.customer, self.coupon)
 
 
 @dataclass(slots=True)

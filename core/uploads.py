@@ -25,9 +25,10 @@ from core.csvstream import (
     sniff_encoding,
 )
 from core.errors import DomainError, ErrorKind, FieldProblem, invalid
+from core.headers import header_key as _header_key
 from core.limits import MAX_DETAILS
 from core.models import UploadJob
-from core.rows import COLUMN_KEYS, CouponIdentifier, CustomerIdentifier, clean
+from core.rows import COLUMN_KEYS, CouponIdentifier, CustomerIdentifier, clean, mandatory_keys
 from core.settings import get_settings
 from core.storage import BlobWriter, Storage, new_key
 from core.webhooks import validate_callback_url
@@ -186,11 +187,6 @@ def _parse_columns(raw: str | None, mandatory: tuple[str, ...]) -> dict[str, int
     return columns
 
 
-def _header_key(name: str) -> str:
-    """Header names match case- and space-insensitively: `Mobile No` is `mobileno`."""
-    return "".join(clean(name).split()).casefold()
-
-
 def _resolve_names(columns: dict[str, int | str], header: list[str]) -> dict[str, int]:
     """Header names in uploadHeaders, as indices of the header row's columns."""
     where: dict[str, list[int]] = {}
@@ -255,7 +251,7 @@ def judge(form: UploadForm, sink: FileSink) -> UploadPlan:
     """Everything that can be said of the request without reading the whole file."""
     customer = _parse_enum(form, "customerIdentifier", CustomerIdentifier)
     coupon = _parse_enum(form, "couponIdentifier", CouponIdentifier)
-    mandatory = (customer.key, coupon.key, "redeemedDateInMillis", "redeemedAt")
+    mandatory = mandatory_keys(customer, coupon)
     requested = _parse_columns(form.get("uploadHeaders"), mandatory)
     by_name = any(isinstance(value, str) for value in requested.values())
     delimiter = _parse_delimiter(form)

@@ -22,9 +22,13 @@ import httpx
 import pytest
 from typer.testing import CliRunner, Result
 
-from cli.client import CouponIdentifier, CustomerIdentifier, map_header_by_name, read_header_row
+from cli.client.files import read_header_row
+from cli.client.headers import map_header_by_name
+from cli.client.http import ClientError
+from cli.client.render import full_time, short_time
 from cli.devservices import free_port
 from cli.main import app
+from core.rows import CouponIdentifier, CustomerIdentifier
 from tests.factories import (
     SAMPLE_MS,
     create_coupon,
@@ -33,6 +37,7 @@ from tests.factories import (
     create_series,
     write_csv,
 )
+from tests.foreign_files import FOREIGN, Foreign
 from tests.processes import Process, service_env
 from tests.processes import api as start_api
 
@@ -270,14 +275,14 @@ def test_a_file_whose_header_cannot_be_mapped_asks_for_headers_and_uploads_nothi
 def test_header_row_is_read_from_the_first_bytes_with_bom_quotes_and_tabs(tmp_path: Path) -> None:
     path = tmp_path / "tabs.csv"
     path.write_bytes(
-        b'\xef\xbb\xbf"redeemed date,\tin millis"\tredeemedAt\tEMAIL\tcouponId\tnotes\n1\t2\t3\t4\n'
+        b'\xef\xbb\xbf"redeemed date\tin millis"\tredeemedAt\tEMAIL\tcouponId\tnotes\n1\t2\t3\t4\n'
     )
 
     header = read_header_row(path)
 
-    assert header == ["redeemed date,\tin millis", "redeemedAt", "EMAIL", "couponId", "notes"]
+    assert header == ["redeemed date\tin millis", "redeemedAt", "EMAIL", "couponId", "notes"]
     assert map_header_by_name(header, CustomerIdentifier.EMAIL, CouponIdentifier.COUPON_ID) == {
-        "redeemedDateInMillis": "redeemed date,\tin millis",
+        "redeemedDateInMillis": "redeemed date\tin millis",
         "redeemedAt": "redeemedAt",
         "email": "EMAIL",
         "couponId": "couponId",
@@ -292,6 +297,78 @@ def test_header_row_is_read_from_the_first_bytes_with_bom_quotes_and_tabs(tmp_pa
         "billNumber": "bill number",
         "details": "details",
     }
+
+
+def test_header_names_match_by_the_services_rule_case_and_spaces_only() -> None:
+    """The CLI asks core (core/headers.py), as the API does: `Coupon Code`, `COUPON_CODE` and
+    `coupon-code` are the couponCode column; `Coupon/Code` or `redeemed date,in millis` are not
+    (the CLI's own rule, before, dropped every character that was not a letter or digit)."""
+    snake = ["Redeemed_Date_In_Millis", "TILL_ID", "Mobile-No", "COUPON_CODE", "bill  NUMBER"]
+    assert map_header_by_name(snake, CustomerIdentifier.MOBILE, CouponIdentifier.COUPON_CODE) == {
+        "redeemedDateInMillis": "Redeemed_Date_In_Millis",
+        "redeemedAt": "TILL_ID",
+        "mobile": "Mobile-No",
+        "couponCode": "COUPON_CODE",
+        "billNumber": "bill  NUMBER",
+    }
+    for header, unmapped in (
+        (["Redeemed_Date_In_Millis", "TILL_ID", "Mobile-No", "Coupon/Code"], "couponCode"),
+        (
+            ["redeemed date,in millis", "TILL_ID", "Mobile-No", "COUPON_CODE"],
+            "redeemedDateInMillis",
+        ),
+    ):
+        with pytest.raises(ClientError, match=f"no column of the header row maps to {unmapped} "):
+            map_header_by_name(header, CustomerIdentifier.MOBILE, CouponIdentifier.COUPON_CODE)
+    with pytest.raises(ClientError, match="two columns could be couponCode: 'Code' and 'code '"):
+        map_header_by_name(
+            ["date", "till", "mobile", "Code", "code "],
+            CustomerIdentifier.MOBILE,
+            CouponIdentifier.COUPON_CODE,
+        )
+
+
+# --- files that are not CSV -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("foreign", FOREIGN, ids=lambda f: f.name)
+def test_a_file_that_is_not_csv_is_refused_in_one_line_saying_what_it_is_and_nothing_is_sent(
+    cli: Cli, shop: Shop, tmp_path: Path, foreign: Foreign
+) -> None:
+    content = foreign.build()
+    path = tmp_path / foreign.name
+    path.write_bytes(content)
+
+    result = cli(*upload_args(shop, path))
+
+    assert result.exit_code == 1, result.output
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"bulkredeem: {path} is {foreign.format.human}"), line
+    for word in foreign.words:
+        assert word in line, line
+    assert line.isprintable()  # not the file's bytes
+    # The API's 415 for the same bytes says the same, of "the file".
+    answer = cli.api(
+        "POST",
+        f"/coupon/api/v1/upload/redeemFile/{shop.series_id}",
+        data={"customerIdentifier": "MOBILE", "couponIdentifier": "COUPON_CODE",
+              "uploadHeaders": INDEX_HEADERS},
+        files={"file": ("redeemed.csv", content, "text/csv")},
+    )  # fmt: skip
+    assert answer.status_code == 415, answer.text
+    assert line == f"bulkredeem: {path}" + answer.json()["status"]["message"][len("the file") :]
+    # Told by its bytes, not its name; refused before any connection, --headers or not.
+    renamed = tmp_path / "redeemed.csv"
+    renamed.write_bytes(content)
+    offline: dict[str, str | None] = {"BULKREDEEM_URL": f"http://127.0.0.1:{free_port()}"}
+    again = cli(*upload_args(shop, renamed, "--headers", INDEX_HEADERS), env=offline)
+    assert again.exit_code == 1, again.output
+    assert again.stderr.splitlines() == [
+        f"bulkredeem: {renamed}" + line[len(f"bulkredeem: {path}") :]
+    ]
+    listed = cli.api("GET", "/v1/jobs", params={"couponSeriesId": shop.series_id}).json()
+    assert listed["items"] == []
 
 
 # --- jobs ---------------------------------------------------------------------------------------
@@ -323,6 +400,61 @@ def test_jobs_list_show_cancel_and_wait_on_a_queued_job(cli: Cli, shop: Shop) ->
     only_completed = cli("jobs", "list", "--status", "COMPLETED")
     assert only_completed.exit_code == 0, only_completed.output
     assert not re.search(rf"^\S*\s*{job_id}\b", only_completed.stdout, re.MULTILINE)
+
+
+def fits_80_columns(result: Result) -> str:
+    """Everything the command printed, checked to fit 80 columns with no cell cut."""
+    for line in result.output.splitlines():
+        assert len(line) <= 80, f"{len(line)} columns: {line!r}\n{result.output}"
+        assert "…" not in line, result.output
+    return result.output
+
+
+def test_at_80_columns_upload_wait_and_the_jobs_commands_cut_nothing(
+    cli: Cli, shop: Shop, tmp_path: Path
+) -> None:
+    narrow: dict[str, str | None] = {"COLUMNS": "80"}
+    path = write_csv(
+        tmp_path / "redemptions_2026-12-04_store-0042_full-export_after-the-sale.csv",
+        ["date", "till", "mobile", "code"],
+        [(SAMPLE_MS, "T1", shop.mobile, "GOOD1"), (SAMPLE_MS, "T1", shop.mobile, "NOSUCH")],
+    )
+
+    uploaded = cli(*upload_args(shop, path, "--headers", INDEX_HEADERS, "--wait"), env=narrow)
+
+    assert uploaded.exit_code == 2, uploaded.output
+    fits_80_columns(uploaded)
+    job_id = job_id_printed(uploaded)
+    assert re.search(
+        rf"^job {job_id} COMPLETED_WITH_ERRORS .* 100%  ETA 0:00$", uploaded.stderr, re.M
+    )
+    assert re.search(r"^2 rows, 1 failed, [\d,-]+ rows/s$", uploaded.stderr, re.M)
+    assert f"job {job_id} COMPLETED_WITH_ERRORS: 2 rows, 1 succeeded, 1 failed" in uploaded.stdout
+    queued = create_job(cli.org_id, shop.series_id, ["d,t,m,c", f"{SAMPLE_MS},T1,{shop.mobile},X"])
+
+    listed = cli("jobs", "list", "--series", str(shop.series_id), env=narrow)
+    shown = cli("jobs", "show", str(job_id), env=narrow)
+
+    assert listed.exit_code == 0, listed.output
+    text = fits_80_columns(listed)
+    for document in (cli.job(job_id), cli.job(queued)):
+        # Each job's line holds its id, full status and counts, and its creation time, short.
+        when = short_time(document["createdAt"])
+        line = rf"^\s*{document['jobId']}\s+{shop.series_id}\s+{document['status']}\s+.*{when}"
+        assert re.search(line, text, re.M), text
+        assert "".join(document["fileName"].split()) in "".join(text.split())
+    assert shown.exit_code == 0, shown.output
+    text = fits_80_columns(shown)
+    assert re.search(r"^status\s+COMPLETED_WITH_ERRORS\s*$", text, re.M), text
+    assert re.search(rf"^created\s+{full_time(cli.job(job_id)['createdAt'])}\s*$", text, re.M), text
+    # Scripts read the full values: --json gives the service's documents as they are.
+    as_json = cli("jobs", "list", "--series", str(shop.series_id), "--json", env=narrow)
+    assert as_json.exit_code == 0, as_json.output
+    page = cli.api("GET", "/v1/jobs", params={"couponSeriesId": shop.series_id, "limit": 20})
+    assert json.loads(as_json.stdout) == page.json()
+    waited = cli("jobs", "wait", str(job_id), "--json", env=narrow)
+    assert waited.exit_code == 2, waited.output
+    assert json.loads(waited.stdout) == cli.job(job_id)
 
 
 # --- series -------------------------------------------------------------------------------------
