@@ -53,7 +53,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
     **ERROR_RESPONSES,
     413: {"model": ErrorBody, "description": "Over the size or row limit"},
-    415: {"model": ErrorBody, "description": "Not a text file"},
+    415: {"model": ErrorBody, "description": "Not a CSV (the answer says what the file is)"},
 }
 
 

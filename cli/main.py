@@ -36,7 +36,7 @@ demo_app = typer.Typer(help="The demo data that `make run` starts with.", no_arg
 app.add_typer(orgs_app, name="orgs")
 app.add_typer(keys_app, name="keys")
 app.add_typer(demo_app, name="demo")
-# The client commands (cli/client.py): they talk to a running service over HTTP, never the DB.
+# The client commands (cli/client/): they talk to a running service over HTTP, never the DB.
 app.command("upload")(client.upload)
 app.command("errors")(client.errors)
 app.add_typer(client.jobs_app, name="jobs")

@@ -6,3 +6,4 @@ MAX_COUNT = 2**31 - 1  # the INTEGER columns of the redemption limits
 MAX_IDENTIFIER = 100
 MAX_DETAILS = 1_000  # an upload's details, a row's details, a customer's name
 MAX_BATCH = 10_000  # items in one reference-data request
+MAX_PAGE = 500  # items in one page of a list (jobs, series)

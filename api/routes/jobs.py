@@ -15,7 +15,7 @@ from api.events import job_events
 from core import jobs, reference, reports
 from core.codes import error_name
 from core.errors import invalid, not_found
-from core.limits import MAX_ID
+from core.limits import MAX_ID, MAX_PAGE
 from core.models import JOB_STATUSES
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
@@ -29,7 +29,7 @@ def list_jobs(
     tx: OrgTx,
     couponSeriesId: Annotated[int | None, Query(gt=0, le=MAX_ID)] = None,
     status: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     cursor: str | None = None,
 ) -> dict[str, Any]:
     """The org's jobs, newest first."""

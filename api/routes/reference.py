@@ -21,7 +21,7 @@ from api.schemas_reference import (
     SeriesPageOut,
 )
 from core import reference
-from core.limits import MAX_ID, MAX_IDENTIFIER
+from core.limits import MAX_ID, MAX_IDENTIFIER, MAX_PAGE
 
 router = APIRouter(tags=["reference data"], responses=ERROR_RESPONSES)
 
@@ -46,7 +46,7 @@ def create_series(body: SeriesIn, tx: OrgTx) -> SeriesOut:
 @router.get("/v1/coupon-series")
 def list_series(
     tx: OrgTx,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> SeriesPageOut:
     """The org's coupon series, newest first."""

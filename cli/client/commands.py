@@ -23,6 +23,7 @@ from cli.client.render import (
     stdout,
 )
 from cli.client.watch import wait_and_exit
+from core.limits import MAX_PAGE
 from core.rows import CouponIdentifier, CustomerIdentifier
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -127,7 +128,7 @@ jobs_app = typer.Typer(help="Upload jobs: list, show, wait for, cancel.", no_arg
 def jobs_list(
     series: Annotated[int | None, typer.Option("--series", help="Only this series'.")] = None,
     status: Annotated[str | None, typer.Option(help="Only jobs in this status.")] = None,
-    limit: Annotated[int, typer.Option(help="At most this many.", min=1, max=500)] = 20,
+    limit: Annotated[int, typer.Option(help="At most this many.", min=1, max=MAX_PAGE)] = 20,
     as_json: JsonOption = False,
     url: UrlOption = DEFAULT_URL,
     api_key: ApiKeyOption = None,
