@@ -134,16 +134,25 @@ def list_jobs(
     status: str | None = None,
     limit: int = 50,
     cursor: str | None = None,
-) -> tuple[list[UploadJob], str | None]:
-    query = select(UploadJob).where(UploadJob.org_id == org_id)
+) -> tuple[list[tuple[UploadJob, WebhookDelivery | None]], str | None]:
+    """A page of the org's jobs, newest first, each with its webhook delivery (None: none
+    yet), in one query for the page; and the cursor of the next page."""
+    query = (
+        select(UploadJob, WebhookDelivery)
+        .outerjoin(WebhookDelivery, WebhookDelivery.job_id == UploadJob.id)
+        .where(UploadJob.org_id == org_id)
+    )
     if series_id is not None:
         query = query.where(UploadJob.series_id == series_id)
     if status is not None:
         query = query.where(UploadJob.status == status)
     if cursor:
         query = query.where(UploadJob.id < cursors.decode(cursor))
-    rows = list(session.execute(query.order_by(UploadJob.id.desc()).limit(limit + 1)).scalars())
-    next_cursor = cursors.encode(rows[limit - 1].id) if len(rows) > limit else None
+    rows = [
+        (job, delivery)
+        for job, delivery in session.execute(query.order_by(UploadJob.id.desc()).limit(limit + 1))
+    ]
+    next_cursor = cursors.encode(rows[limit - 1][0].id) if len(rows) > limit else None
     return rows[:limit], next_cursor
 
 

@@ -40,7 +40,10 @@ def list_jobs(
     rows, next_cursor = jobs.list_jobs(
         tx.session, tx.org_id, series_id=couponSeriesId, status=status, limit=limit, cursor=cursor
     )
-    return {"items": [jobs.job_document(job) for job in rows], "nextCursor": next_cursor}
+    return {
+        "items": [jobs.job_document(job, delivery=delivery) for job, delivery in rows],
+        "nextCursor": next_cursor,
+    }
 
 
 @router.get("/{jobId}")
