@@ -148,7 +148,7 @@ def list_jobs(
         query = query.where(UploadJob.status == status)
     if cursor:
         query = query.where(UploadJob.id < cursors.decode(cursor))
-    rows = [
+    rows: list[tuple[UploadJob, WebhookDelivery | None]] = [
         (job, delivery)
         for job, delivery in session.execute(query.order_by(UploadJob.id.desc()).limit(limit + 1))
     ]
