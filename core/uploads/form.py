@@ -1,24 +1,13 @@
-"""Accepting an upload: the file streamed to storage and measured, the request judged, the job made.
-
-Everything that can be judged without reading the whole file is judged here, synchronously,
-so that a bad request fails at once with a clear message instead of as a failed job.
-"""
+"""Judging an upload request: its fields and the file's first record, before any job exists."""
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
-
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from typing import Any
 
 from core.csvstream import (
     DELIMITERS,
-    LineCounter,
     binary_reason,
     detect_delimiter,
     read_records,
@@ -27,90 +16,9 @@ from core.csvstream import (
 from core.errors import DomainError, ErrorKind, FieldProblem, invalid
 from core.headers import header_key as _header_key
 from core.limits import MAX_DETAILS
-from core.models import UploadJob
 from core.rows import COLUMN_KEYS, CouponIdentifier, CustomerIdentifier, clean, mandatory_keys
-from core.settings import get_settings
-from core.storage import BlobWriter, Storage, new_key
+from core.uploads.sink import FileSink
 from core.webhooks import validate_callback_url
-
-# What the API keeps of the file's start, for sniffing it (and reading small files whole).
-PREFIX_BYTES = 1 << 20
-
-
-class _NoWriter:
-    """Where the bytes of a file that must not be kept go: nowhere."""
-
-    def write(self, data: bytes) -> None:
-        pass
-
-    def commit(self) -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
-
-
-class FileSink:
-    """Writes the uploaded bytes to storage while counting, hashing and keeping the start.
-
-    With `store=False` it only counts and hashes: for a request whose Idempotency-Key already
-    made a job, which either is that job again or a 409, and never stores a byte."""
-
-    def __init__(self, storage: Storage, org_id: int, *, store: bool = True) -> None:
-        settings = get_settings()
-        self.max_bytes = settings.max_upload_bytes
-        self.max_rows = settings.max_rows
-        self.storage = storage
-        self.stores = store
-        self.key = new_key(org_id)
-        self.writer: BlobWriter = storage.writer(self.key) if store else _NoWriter()
-        self.size = 0
-        self.lines = LineCounter()
-        self.sha256 = hashlib.sha256()
-        self.prefix = bytearray()
-        self.open = True
-
-    def write(self, data: bytes) -> None:
-        if not data:
-            return
-        self.size += len(data)
-        if self.size > self.max_bytes:
-            raise DomainError(
-                ErrorKind.TOO_LARGE,
-                f"the file is larger than the limit of {self.max_bytes} bytes",
-                [FieldProblem("file", f"larger than {self.max_bytes} bytes")],
-            )
-        if self.lines.feed(data) > self.max_rows:
-            raise DomainError(
-                ErrorKind.TOO_LARGE,
-                f"the file has more than the limit of {self.max_rows} lines",
-                [FieldProblem("file", f"more than {self.max_rows} lines")],
-            )
-        self.sha256.update(data)
-        if len(self.prefix) < PREFIX_BYTES:
-            self.prefix += data[: PREFIX_BYTES - len(self.prefix)]
-        self.writer.write(data)
-
-    def commit(self) -> None:
-        self.writer.commit()
-        self.open = False
-
-    def reread(self) -> BinaryIO:
-        """The file from its start: the kept prefix when it is all of it, else from storage
-        (a first record may be longer than the prefix; the file must be committed then)."""
-        if self.size <= len(self.prefix):
-            return io.BytesIO(bytes(self.prefix))
-        if self.open:
-            raise RuntimeError("commit the file before reading it back")
-        return self.storage.open(self.key)
-
-    def discard(self) -> None:
-        """Throw the file away, written in part or whole."""
-        if self.open:
-            self.writer.abort()
-            self.open = False
-        elif self.stores:
-            self.storage.delete(self.key)
 
 
 @dataclass
@@ -329,92 +237,3 @@ def judge(form: UploadForm, sink: FileSink) -> UploadPlan:
         dry_run=dry_run,
         callback_url=callback_url,
     )
-
-
-def fingerprint(org_id: int, series_id: int, form: UploadForm, sha256: str) -> str:
-    """What makes two requests "the same" for Idempotency-Key, whatever the multipart boundary:
-    org, series, form fields and the file's SHA-256 (DESIGN.md), not the file's name, so a
-    client that retries with the same bytes under another temporary name gets its job back."""
-    payload = json.dumps(
-        {
-            "org": org_id,
-            "series": series_id,
-            "fields": sorted(form.fields.items()),
-            "sha256": sha256,
-        }
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()
-
-
-def existing_for_key(session: Session, org_id: int, key: str, fp: str) -> UploadJob | None:
-    """The job an earlier request with this Idempotency-Key made; 409 if it was different."""
-    job = job_for_key(session, org_id, key)
-    if job is not None and job.request_fingerprint != fp:
-        raise key_conflict()
-    return job
-
-
-def job_for_key(session: Session, org_id: int, key: str) -> UploadJob | None:
-    """The job an earlier request with this Idempotency-Key made, whatever it was."""
-    return session.execute(
-        select(UploadJob).where(UploadJob.org_id == org_id, UploadJob.idempotency_key == key)
-    ).scalar_one_or_none()
-
-
-def key_conflict() -> DomainError:
-    return DomainError(
-        ErrorKind.CONFLICT,
-        "this Idempotency-Key was used for a different request",
-        [FieldProblem("Idempotency-Key", "used before with another request")],
-    )
-
-
-def create_job(
-    session: Session,
-    *,
-    org_id: int,
-    series_id: int,
-    plan: UploadPlan,
-    sink: FileSink,
-    file_name: str,
-    idempotency_key: str | None,
-    request_fingerprint: str | None,
-) -> UploadJob:
-    job = UploadJob(
-        org_id=org_id,
-        series_id=series_id,
-        status="QUEUED",
-        customer_identifier=plan.customer.value,
-        coupon_identifier=plan.coupon.value,
-        upload_headers=plan.columns,
-        delimiter=plan.delimiter,
-        has_header=plan.has_header,
-        encoding=plan.encoding,
-        report_header=plan.report_header,
-        details=plan.details,
-        dry_run=plan.dry_run,
-        callback_url=plan.callback_url,
-        idempotency_key=idempotency_key,
-        request_fingerprint=request_fingerprint,
-        file_name=file_name,
-        file_size=sink.size,
-        file_sha256=sink.sha256.hexdigest(),
-        storage_key=sink.key,
-    )
-    try:
-        # The savepoint first, then the insert: added before it, the job would be flushed by
-        # begin_nested() itself, outside the savepoint, and a concurrent request's unique
-        # violation would abort the whole transaction instead of only the savepoint.
-        with session.begin_nested():
-            session.add(job)
-            session.flush()
-    except IntegrityError:
-        # A concurrent request with the same Idempotency-Key won the race.
-        if idempotency_key is None:
-            raise
-        existing = existing_for_key(session, org_id, idempotency_key, request_fingerprint or "")
-        if existing is None:
-            raise
-        return existing
-    session.refresh(job)
-    return job
