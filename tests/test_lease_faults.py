@@ -118,7 +118,7 @@ def every_record_one_outcome(org_id: int, job_id: int, records: int) -> None:
 
 class Progress:
     """Samples the jobs' processed rows from a thread: the longest stretch with jobs waiting
-    and no row processed, and when the first row after a moment was processed."""
+    and no row processed."""
 
     def __init__(self, job_ids: list[int]) -> None:
         self.job_ids = job_ids
@@ -158,10 +158,6 @@ class Progress:
             elif waiting:
                 longest = max(longest, moment - since)
         return longest
-
-    def first_progress_after(self, moment: float) -> float:
-        before = max((p for t, p, _ in self.samples if t <= moment), default=0)
-        return next(t for t, p, _ in self.samples if t > moment and p > before) - moment
 
 
 # --- a chunk slower than its lease -----------------------------------------------------------
@@ -342,7 +338,6 @@ def test_the_stall_after_one_worker_fault_stays_under_the_bound(
         wait_until(found, 60, "a worker inside a chunk")
         assert holder is not None
         at_fault = job(job_id)["rows_processed"]
-        struck = time.monotonic()
         if fault == "sigkill":
             workers[holder].kill()
         elif fault == "sigstop":
@@ -357,9 +352,8 @@ def test_the_stall_after_one_worker_fault_stays_under_the_bound(
             if fault == "sigstop":
                 workers[holder].popen.send_signal(signal.SIGCONT)
         wait_for_end(job_id, timeout=240)
-    recovered = progress.first_progress_after(struck)
     stall = progress.longest_stall()
-    print(f"{fault}: first progress {recovered:.1f} s after the fault, longest stall {stall:.1f} s")
+    print(f"{fault}: longest stall {stall:.1f} s (bound {STALL_BOUND:.0f} s)")
     assert stall < STALL_BOUND, (fault, stall)
     assert_exactly_once(org_id, job_id, rows, bad)
     every_record_one_outcome(org_id, job_id, rows)
@@ -370,22 +364,28 @@ def test_the_stall_after_redis_is_flushed_and_restarted_stays_under_the_bound(
 ) -> None:
     server = processes.RedisServer(tmp_path)
     server.start()
-    # Short slices: every second a running job's next message goes through Redis.
-    rig = AppRig(tmp_path, redis_url=server.url, BULKREDEEM_SLICE_SECONDS="1")
+    # A lost message is trusted for the default minute: only knowing that Redis forgot helps.
+    rig = AppRig(tmp_path, redis_url=server.url, BULKREDEEM_QUEUED_REQUEUE_SECONDS="60")
     try:
+        orgs = [org[0]]
         with admin_transaction() as session:
-            other, _ = keys.create_org(session, f"flush-{uuid.uuid4().hex[:8]}")
-        orgs = [org[0], other.id]
-        made = [good_and_bad_file(o, create_series(o), 30_000, database_url) for o in orgs]
+            for _ in range(2):
+                other, _ = keys.create_org(session, f"flush-{uuid.uuid4().hex[:8]}")
+                orgs.append(other.id)
+        made = [good_and_bad_file(o, create_series(o), 20_000, database_url) for o in orgs]
         job_ids = [job_id for job_id, _ in made]
         rig.worker("a")
         rig.worker("b")
         rig.beat()
         for job_id in job_ids:
             rig.enqueue(job_id)
-        wait_until(lambda: all(job(j)["rows_processed"] > 2_000 for j in job_ids), 60, "progress")
+        # Two jobs run, one on each worker; the third one's message waits in Redis.
+        wait_until(
+            lambda: sorted(job(j)["status"] for j in job_ids) == ["QUEUED", "RUNNING", "RUNNING"],
+            60,
+            "two jobs running and one queued",
+        )
         with Progress(job_ids) as progress:
-            struck = time.monotonic()
             server.client().flushall()
             server.stop()
             time.sleep(1)
@@ -393,14 +393,11 @@ def test_the_stall_after_redis_is_flushed_and_restarted_stays_under_the_bound(
             for job_id in job_ids:
                 wait_for_end(job_id, timeout=240)
         stall = progress.longest_stall()
-        recovered = progress.first_progress_after(struck)
-        print(
-            f"redis: first progress {recovered:.1f} s after the flush, longest stall {stall:.1f} s"
-        )
+        print(f"redis flushed: longest stall {stall:.1f} s (bound {STALL_BOUND:.0f} s)")
         assert stall < STALL_BOUND, stall
         for org_id, (job_id, bad) in zip(orgs, made, strict=True):
-            assert_exactly_once(org_id, job_id, 30_000, bad)
-            every_record_one_outcome(org_id, job_id, 30_000)
+            assert_exactly_once(org_id, job_id, 20_000, bad)
+            every_record_one_outcome(org_id, job_id, 20_000)
     finally:
         rig.close()
         server.stop()
