@@ -468,21 +468,30 @@ def startable(session: Session, org_id: int) -> list[int]:
 def heartbeat(session: Session, job_id: int, token: str) -> bool:
     """Extend the lease while the job runs; False once it is no longer ours.
 
-    While the holder's chunk has the row locked this waits for the chunk's commit (which
-    renews the lease itself). The new expiry is reckoned from the moment it is written, not
-    from the transaction's start, which may lie a wait ago.
+    The new expiry is reckoned from the moment it is written. A job row that is locked is
+    left as it is: the holder's own chunk has it, and renews the lease as it commits; a beat
+    that waited for it would, in a worker frozen meanwhile, hold the row locked in its turn.
     """
-    result = session.execute(
+    ours = session.execute(
         text(
             """
-            UPDATE upload_jobs
-            SET lease_expires_at = clock_timestamp() + make_interval(secs => :lease)
-            WHERE id = :job_id AND lease_owner = :token AND status = 'RUNNING'
+            WITH renewed AS (
+                UPDATE upload_jobs
+                SET lease_expires_at = clock_timestamp() + make_interval(secs => :lease)
+                WHERE id = (
+                    SELECT id FROM upload_jobs
+                    WHERE id = :job_id AND lease_owner = :token AND status = 'RUNNING'
+                    FOR NO KEY UPDATE SKIP LOCKED
+                )
+                RETURNING id
+            )
+            SELECT lease_owner = :token AND status = 'RUNNING' FROM upload_jobs
+            WHERE id = :job_id
             """
         ),
         {"job_id": job_id, "token": token, "lease": get_settings().lease_seconds},
-    )
-    return bool(getattr(result, "rowcount", 0))
+    ).scalar_one_or_none()
+    return bool(ours)
 
 
 def hand_off(session: Session, job_id: int, token: str) -> bool:

@@ -90,8 +90,8 @@ def _heartbeat(job_id: int, org_id: int, token: str) -> Iterator[None]:
     """Keep the lease alive from a thread of its own, so a short lease survives a slow chunk.
 
     A chunk also renews the lease when it commits; this covers the time between. While a
-    chunk holds the job row locked the beat simply waits for it: nobody can take the lease
-    over half-way through a chunk anyway.
+    chunk holds the job row locked the beat leaves it alone: nobody can take the lease over
+    half-way through a chunk anyway, and the chunk renews it as it commits.
     """
     stop = threading.Event()
     interval = max(get_settings().lease_seconds / 4, 0.5)

@@ -95,6 +95,16 @@ def holder_in_chunk(database_url: str, rig: AppRig) -> int | None:
     return next((pid for pid, name in rig.names.items() if name == row[0]), None)
 
 
+def waiting_for_series(database_url: str) -> str | None:
+    """The application_name of a backend whose chunk waits for its series' lock, if any."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT application_name FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND query ILIKE '%%FROM coupon_series%%FOR NO KEY UPDATE%%' LIMIT 1"
+        ).fetchone()
+    return None if row is None else str(row[0])
+
+
 def every_record_one_outcome(org_id: int, job_id: int, records: int) -> None:
     """Rows 2..records+1 (the header is row 1) each once, in redemptions or in row errors."""
     with transaction(org_id) as session:
@@ -180,15 +190,11 @@ def test_a_chunk_slower_than_its_lease_completes_without_losing_an_attempt(
             blocker.execute("SELECT 1 FROM coupon_series WHERE id = %s FOR UPDATE", (series,))
             rig.enqueue(job_id)
 
-            def chunk_waits() -> bool:
-                with psycopg.connect(database_url, autocommit=True) as conn:
-                    row = conn.execute(
-                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                        "AND query ILIKE '%%FROM coupon_series%%FOR NO KEY UPDATE%%'"
-                    ).fetchone()
-                return row is not None and row[0] > 0
-
-            wait_until(chunk_waits, 60, "the first chunk to wait for the series")
+            wait_until(
+                lambda: waiting_for_series(database_url) is not None,
+                60,
+                "the first chunk to wait for the series",
+            )
             held_from = time.monotonic()
             while time.monotonic() - held_from < 3 * LEASE:
                 rig.enqueue(job_id)  # second deliveries meanwhile: none may take the job over
@@ -355,6 +361,45 @@ def test_the_stall_after_one_worker_fault_stays_under_the_bound(
     stall = progress.longest_stall()
     print(f"{fault}: longest stall {stall:.1f} s (bound {STALL_BOUND:.0f} s)")
     assert stall < STALL_BOUND, (fault, stall)
+    assert_exactly_once(org_id, job_id, rows, bad)
+    every_record_one_outcome(org_id, job_id, rows)
+
+
+def test_a_worker_frozen_inside_its_chunk_is_swept_within_the_bound(
+    app_rig: AppRig, org: tuple[int, str], database_url: str
+) -> None:
+    org_id = org[0]
+    series = create_series(org_id)
+    rows = 40_000
+    job_id, bad = good_and_bad_file(org_id, series, rows, database_url)
+    workers = {w.pid: w for w in (app_rig.worker("a"), app_rig.worker("b"))}
+    app_rig.beat()
+    app_rig.enqueue(job_id)
+    wait_until(lambda: job(job_id)["rows_processed"] >= 4_000, 60, "progress")
+    # The holder is caught inside a chunk with the job row locked: its chunk waits for the
+    # series, which the test holds, and the worker is stopped there.
+    with psycopg.connect(database_url) as blocker:
+        blocker.execute("SELECT 1 FROM coupon_series WHERE id = %s FOR UPDATE", (series,))
+        app_name: str | None = None
+
+        def caught() -> bool:
+            nonlocal app_name
+            app_name = waiting_for_series(database_url)
+            return app_name is not None
+
+        wait_until(caught, 60, "a chunk waiting for the series")
+        frozen = next(pid for pid, name in app_rig.names.items() if name == app_name)
+        workers[frozen].popen.send_signal(signal.SIGSTOP)
+    # The chunk's statement now completes, and its session sits idle in its transaction
+    # with the job row locked, its worker unable to go on.
+    try:
+        with Progress([job_id]) as progress:
+            wait_for_end(job_id, timeout=240)
+    finally:
+        workers[frozen].popen.send_signal(signal.SIGCONT)
+    stall = progress.longest_stall()
+    print(f"frozen inside a chunk: longest stall {stall:.1f} s (bound {STALL_BOUND:.0f} s)")
+    assert stall < STALL_BOUND, stall
     assert_exactly_once(org_id, job_id, rows, bad)
     every_record_one_outcome(org_id, job_id, rows)
 
