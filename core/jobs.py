@@ -599,6 +599,12 @@ def sweep(session: Session, *, stale_seconds: float | None = None) -> list[int]:
     """
     settings = get_settings()
     lease = float(settings.lease_seconds)
+    # The rows it changes stay locked until the caller commits: a worker frozen before that
+    # must not keep them from every other sweeper and claim.
+    session.execute(
+        text("SELECT set_config('idle_in_transaction_session_timeout', :idle, true)"),
+        {"idle": idle_limit_ms()},
+    )
     rows = session.execute(
         text("SELECT br_sweep(:max_attempts, :stale, :backoff, :backoff_max) AS id"),
         {
