@@ -330,13 +330,17 @@ class ChunkApplier:
         # Fencing: the job row stays locked until this chunk commits, so nobody can take the
         # lease over half-way through; and the job's checkpoint must be where the chunk
         # starts, so a chunk can never be applied twice, nor after a gap.
+        # A worker frozen here (stopped) must not keep the row locked past its lease: the
+        # sweeper passes over locked job rows, so Postgres ends a session idle that long.
         row = conn.execute(
             """
-            SELECT cancel_requested FROM upload_jobs
+            SELECT cancel_requested,
+                set_config('idle_in_transaction_session_timeout', %s, true)
+            FROM upload_jobs
             WHERE id = %s AND lease_owner = %s AND status = 'RUNNING' AND next_record = %s
             FOR UPDATE
             """,
-            (self.job_id, self.token, prepared.first_record),
+            (str(self.lease_seconds * 1000), self.job_id, self.token, prepared.first_record),
         ).fetchone()
         if row is None:
             raise LeaseLost(self.job_id)
@@ -395,7 +399,8 @@ class ChunkApplier:
                 ),
                 bytes_processed = %(offset)s,
                 next_record = %(next_record)s,
-                lease_expires_at = now() + make_interval(secs => %(lease)s),
+                -- From the moment of writing: the transaction began at the prepare step.
+                lease_expires_at = clock_timestamp() + make_interval(secs => %(lease)s),
                 updated_at = now()
             WHERE id = %(job)s
             """,

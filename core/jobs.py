@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -14,13 +16,13 @@ from sqlalchemy.orm import Session, object_session
 
 from core import cursors, keys
 from core.codes import error_name
-from core.db import get_poll_engine
+from core.db import get_poll_engine, rows_changed, transaction
 from core.errors import DomainError, ErrorKind, not_found
 from core.models import JobRowError, UploadJob, WebhookDelivery
+from core.models.jobs import TERMINAL_STATUSES
 from core.settings import get_settings
 
-ACTIVE = ("QUEUED", "RUNNING")
-TERMINAL = ("COMPLETED", "COMPLETED_WITH_ERRORS", "FAILED", "CANCELLED")
+TERMINAL = TERMINAL_STATUSES
 
 
 def epoch_ms(moment: datetime | None) -> int | None:
@@ -320,21 +322,30 @@ class ClaimedJob:
     error_counts: dict[str, int]
 
 
+# The claim takes a job nobody holds: a holder whose lease lapsed is not "nobody" until the
+# sweeper has recorded its loss (`sweep`), which is the one place that counts losses. A job
+# row that is locked is passed over, not waited for: its holder is inside a chunk (or ending
+# the job), and a claim that waited would hold its org's claims up behind that chunk.
 _CLAIM = text(
     """
     UPDATE upload_jobs SET
         status = 'RUNNING',
         lease_owner = :token,
-        lease_expires_at = now() + make_interval(secs => :lease),
-        attempts = attempts + CASE
-            WHEN status = 'QUEUED' OR lease_owner IS NOT NULL THEN 1 ELSE 0 END,
-        started_at = coalesce(started_at, now()),
-        updated_at = now()
-    WHERE id = :job_id
-      AND status IN ('QUEUED', 'RUNNING')
-      AND NOT cancel_requested
-      AND (lease_expires_at IS NULL OR lease_expires_at < now())
-      AND (lease_owner IS NULL OR attempts < :max_attempts)
+        lease_expires_at = clock_timestamp() + make_interval(secs => :lease),
+        attempts = attempts + CASE WHEN status = 'QUEUED' OR retry_after IS NOT NULL
+            THEN 1 ELSE 0 END,
+        retry_after = NULL,
+        started_at = coalesce(started_at, clock_timestamp()),
+        updated_at = clock_timestamp()
+    WHERE id = (
+        SELECT id FROM upload_jobs
+        WHERE id = :job_id
+          AND status IN ('QUEUED', 'RUNNING')
+          AND NOT cancel_requested
+          AND lease_owner IS NULL
+          AND (retry_after IS NULL OR retry_after <= clock_timestamp())
+        FOR NO KEY UPDATE SKIP LOCKED
+      )
       -- A queued job starts only within its org's cap, the org's older queued jobs first:
       -- the places free under the cap go to the oldest in line.
       AND (status = 'RUNNING' OR :cap = 0 OR (
@@ -359,8 +370,32 @@ def org_of(session: Session, job_id: int) -> int | None:
     return None if org_id is None else int(org_id)
 
 
+def idle_limit_ms() -> str:
+    """How long a transaction that holds a job row locked may sit idle: the lease's length.
+
+    The sweeper passes over locked job rows (a holder inside a chunk is not lost), so a
+    worker frozen with one locked (stopped, swapped out) would keep its job for ever;
+    Postgres ends such a session after this long, by when its lease has lapsed too.
+    """
+    return str(int(get_settings().lease_seconds * 1000))
+
+
+@contextmanager
+def lease_transaction(org_id: int) -> Iterator[Session]:
+    """A transaction of the job's holder on the job's row (renew, hand on, finish, let go)."""
+    with transaction() as session:
+        session.execute(
+            text(
+                "SELECT set_config('app.org_id', :org, true),"
+                " set_config('idle_in_transaction_session_timeout', :idle, true)"
+            ),
+            {"org": str(org_id), "idle": idle_limit_ms()},
+        )
+        yield session
+
+
 def claim(session: Session, job_id: int, token: str) -> ClaimedJob | None:
-    """Take the job's lease, if nobody holds a live one; None when the job is not ours to run.
+    """Take the job's lease, if nobody holds it; None when the job is not ours to run.
 
     The session must be scoped to the job's org (`org_of`, then `set_org`).
     """
@@ -368,10 +403,11 @@ def claim(session: Session, job_id: int, token: str) -> ClaimedJob | None:
     # Claims of one org take turns, so that two workers cannot both squeeze under its cap.
     session.execute(
         text(
-            "SELECT pg_advisory_xact_lock(hashtextextended('bulkredeem.claim.' || org_id, 0)) "
-            "FROM upload_jobs WHERE id = :job_id"
+            "SELECT pg_advisory_xact_lock(hashtextextended('bulkredeem.claim.' || org_id, 0)),"
+            " set_config('idle_in_transaction_session_timeout', :idle, true)"
+            " FROM upload_jobs WHERE id = :job_id"
         ),
-        {"job_id": job_id},
+        {"job_id": job_id, "idle": idle_limit_ms()},
     )
     row = session.execute(
         _CLAIM,
@@ -379,7 +415,6 @@ def claim(session: Session, job_id: int, token: str) -> ClaimedJob | None:
             "job_id": job_id,
             "token": token,
             "lease": settings.lease_seconds,
-            "max_attempts": settings.max_attempts,
             "cap": settings.max_running_jobs_per_org,
         },
     ).one_or_none()
@@ -389,10 +424,14 @@ def claim(session: Session, job_id: int, token: str) -> ClaimedJob | None:
     session.execute(
         text(
             """
-            UPDATE upload_jobs SET status = 'CANCELLED', finished_at = now(), updated_at = now(),
-                lease_owner = NULL, lease_expires_at = NULL
-            WHERE id = :job_id AND status IN ('QUEUED', 'RUNNING') AND cancel_requested
-              AND (lease_expires_at IS NULL OR lease_expires_at < now())
+            UPDATE upload_jobs SET status = 'CANCELLED', finished_at = clock_timestamp(),
+                updated_at = clock_timestamp(), retry_after = NULL
+            WHERE id = (
+                SELECT id FROM upload_jobs
+                WHERE id = :job_id AND status IN ('QUEUED', 'RUNNING') AND cancel_requested
+                  AND lease_owner IS NULL
+                FOR NO KEY UPDATE SKIP LOCKED
+            )
             """
         ),
         {"job_id": job_id},
@@ -420,17 +459,32 @@ def startable(session: Session, org_id: int) -> list[int]:
 
 
 def heartbeat(session: Session, job_id: int, token: str) -> bool:
-    """Extend the lease while the job runs; False once it is no longer ours."""
-    result = session.execute(
+    """Extend the lease while the job runs; False once it is no longer ours.
+
+    The new expiry is reckoned from the moment it is written. A job row that is locked is
+    left as it is: the holder's own chunk has it, and renews the lease as it commits; a beat
+    that waited for it would, in a worker frozen meanwhile, hold the row locked in its turn.
+    """
+    ours = session.execute(
         text(
             """
-            UPDATE upload_jobs SET lease_expires_at = now() + make_interval(secs => :lease)
-            WHERE id = :job_id AND lease_owner = :token AND status = 'RUNNING'
+            WITH renewed AS (
+                UPDATE upload_jobs
+                SET lease_expires_at = clock_timestamp() + make_interval(secs => :lease)
+                WHERE id = (
+                    SELECT id FROM upload_jobs
+                    WHERE id = :job_id AND lease_owner = :token AND status = 'RUNNING'
+                    FOR NO KEY UPDATE SKIP LOCKED
+                )
+                RETURNING id
+            )
+            SELECT lease_owner = :token AND status = 'RUNNING' FROM upload_jobs
+            WHERE id = :job_id
             """
         ),
         {"job_id": job_id, "token": token, "lease": get_settings().lease_seconds},
-    )
-    return bool(getattr(result, "rowcount", 0))
+    ).scalar_one_or_none()
+    return bool(ours)
 
 
 def hand_off(session: Session, job_id: int, token: str) -> bool:
@@ -439,24 +493,27 @@ def hand_off(session: Session, job_id: int, token: str) -> bool:
         text(
             """
             UPDATE upload_jobs SET lease_owner = NULL, lease_expires_at = NULL,
-                enqueued_at = now(), updated_at = now()
+                enqueued_at = clock_timestamp(), updated_at = clock_timestamp()
             WHERE id = :job_id AND lease_owner = :token AND status = 'RUNNING'
             """
         ),
         {"job_id": job_id, "token": token},
     )
-    return bool(getattr(result, "rowcount", 0))
+    return rows_changed(result) > 0
 
 
 def finish(session: Session, job_id: int, token: str) -> str | None:
-    """End the job COMPLETED or COMPLETED_WITH_ERRORS; None if the lease was lost."""
+    """End the job COMPLETED or COMPLETED_WITH_ERRORS; None if the lease was lost.
+
+    An error an earlier attempt left (`release`) is forgotten: the job did not fail."""
     row = session.execute(
         text(
             """
             UPDATE upload_jobs SET
                 status = CASE WHEN rows_failed > 0
                     THEN 'COMPLETED_WITH_ERRORS' ELSE 'COMPLETED' END,
-                bytes_processed = file_size, finished_at = now(), updated_at = now(),
+                bytes_processed = file_size, finished_at = clock_timestamp(),
+                updated_at = clock_timestamp(), failure_reason = NULL,
                 lease_owner = NULL, lease_expires_at = NULL
             WHERE id = :job_id AND lease_owner = :token AND status = 'RUNNING'
             RETURNING status
@@ -476,12 +533,15 @@ def discard_dry_run(session: Session, job_id: int) -> None:
 
 
 def release(session: Session, job_id: int, token: str, error: str) -> None:
-    """After an unexpected error: let the lease lapse now and keep the error for the record."""
+    """After an unexpected error: let the lease lapse now and keep the error for the record.
+
+    The sweeper then counts the loss (`sweep`) and the job is retried; should the job fail
+    for good, its reason ends with this error."""
     session.execute(
         text(
             """
-            UPDATE upload_jobs SET lease_expires_at = now(), failure_reason = :error,
-                updated_at = now()
+            UPDATE upload_jobs SET lease_expires_at = clock_timestamp(),
+                failure_reason = :error, updated_at = clock_timestamp()
             WHERE id = :job_id AND lease_owner = :token AND status = 'RUNNING'
             """
         ),
@@ -495,15 +555,15 @@ def fail(session: Session, job_id: int, reason: str, token: str | None = None) -
         text(
             """
             UPDATE upload_jobs SET status = 'FAILED', failure_reason = :reason,
-                finished_at = now(), updated_at = now(),
-                lease_owner = NULL, lease_expires_at = NULL
+                finished_at = clock_timestamp(), updated_at = clock_timestamp(),
+                lease_owner = NULL, lease_expires_at = NULL, retry_after = NULL
             WHERE id = :job_id AND status IN ('QUEUED', 'RUNNING')
               AND (CAST(:token AS text) IS NULL OR lease_owner = :token)
             """
         ),
         {"job_id": job_id, "reason": reason, "token": token},
     )
-    failed = bool(getattr(result, "rowcount", 0))
+    failed = rows_changed(result) > 0
     if failed:
         discard_dry_run(session, job_id)
     return failed
@@ -512,15 +572,39 @@ def fail(session: Session, job_id: int, reason: str, token: str | None = None) -
 # --- the sweeper ---------------------------------------------------------------------------
 
 
-def sweep(session: Session) -> list[int]:
-    """Jobs to enqueue again: queued and untaken, handed off and untaken, or lease expired.
+# Between losses at the same record the next attempt waits this many leases, doubling, up to
+# the cap: a job that cannot get past a record stops hammering the database, and a failover
+# that took every job down once costs none of them a wait.
+RETRY_BACKOFF_LEASES = 1
+RETRY_BACKOFF_MAX_LEASES = 16
 
-    A job whose lease expired once too often fails instead, with its reason. This looks across
-    orgs, so it runs as a function of the owner's (row-level security hides the rest).
+
+def sweep(session: Session, *, stale_seconds: float | None = None) -> list[int]:
+    """Jobs to enqueue: a retry come due, or queued or handed on and untaken for a while.
+
+    Lapsed leases are judged here first: each is a loss, which counts toward the attempts'
+    limit only when the job committed no chunk since its previous loss; a job lost that often
+    at the same record fails, with its reason (migration 0009). A job whose row is locked is
+    left alone: its holder is inside a chunk. This looks across orgs, so it runs as a
+    function of the owner's (row-level security hides the rest). `stale_seconds` overrides
+    how long an untaken message is trusted (0: enqueue every job that waits, as after Redis
+    lost its messages).
     """
     settings = get_settings()
+    lease = float(settings.lease_seconds)
+    # The rows it changes stay locked until the caller commits: a worker frozen before that
+    # must not keep them from every other sweeper and claim.
+    session.execute(
+        text("SELECT set_config('idle_in_transaction_session_timeout', :idle, true)"),
+        {"idle": idle_limit_ms()},
+    )
     rows = session.execute(
-        text("SELECT br_sweep(:max_attempts, :stale) AS id"),
-        {"max_attempts": settings.max_attempts, "stale": settings.queued_requeue_seconds},
+        text("SELECT br_sweep(:max_attempts, :stale, :backoff, :backoff_max) AS id"),
+        {
+            "max_attempts": settings.max_attempts,
+            "stale": settings.queued_requeue_seconds if stale_seconds is None else stale_seconds,
+            "backoff": lease * RETRY_BACKOFF_LEASES,
+            "backoff_max": lease * RETRY_BACKOFF_MAX_LEASES,
+        },
     ).all()
     return sorted(row.id for row in rows)

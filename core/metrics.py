@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import text
 
 from core.db import transaction
-from core.models.jobs import JOB_STATUSES
+from core.models.jobs import ACTIVE_STATUSES, TERMINAL_STATUSES
 from core.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -58,8 +58,6 @@ def upload_stored(size: int) -> None:
     UPLOAD_BYTES.inc(size)
 
 
-ACTIVE_STATUSES = ("QUEUED", "RUNNING")
-TERMINAL_STATUSES = tuple(s for s in JOB_STATUSES if s not in ACTIVE_STATUSES)
 FINISHED_WINDOW_SECONDS = 24 * 3600
 
 

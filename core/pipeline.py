@@ -74,13 +74,13 @@ def run_slice(job_id: int, *, slice_seconds: float | None = None) -> SliceResult
             log.warning("job %s: lease lost, stopping without committing", job_id)
             return SliceResult.LEASE_LOST
         except FileNotFoundError:
-            with transaction(org_id) as session:
+            with jobs.lease_transaction(org_id) as session:
                 jobs.fail(session, job_id, "the uploaded file is no longer stored", token)
             return SliceResult.DONE
         except Exception as exc:
             # Give the lease back at once so that the sweeper retries soon (attempts are counted).
             log.exception("job %s: slice failed", job_id)
-            with transaction(org_id) as session:
+            with jobs.lease_transaction(org_id) as session:
                 jobs.release(session, job_id, token, f"{type(exc).__name__}: {exc}")
             raise
 
@@ -90,8 +90,8 @@ def _heartbeat(job_id: int, org_id: int, token: str) -> Iterator[None]:
     """Keep the lease alive from a thread of its own, so a short lease survives a slow chunk.
 
     A chunk also renews the lease when it commits; this covers the time between. While a
-    chunk holds the job row locked the beat simply waits for it: nobody can take the lease
-    over half-way through a chunk anyway.
+    chunk holds the job row locked the beat leaves it alone: nobody can take the lease over
+    half-way through a chunk anyway, and the chunk renews it as it commits.
     """
     stop = threading.Event()
     interval = max(get_settings().lease_seconds / 4, 0.5)
@@ -99,7 +99,7 @@ def _heartbeat(job_id: int, org_id: int, token: str) -> Iterator[None]:
     def beat() -> None:
         while not stop.wait(interval):
             try:
-                with transaction(org_id) as session:
+                with jobs.lease_transaction(org_id) as session:
                     if not jobs.heartbeat(session, job_id, token):
                         return
             except Exception:  # the next beat, or the next chunk's fencing, will tell
@@ -213,11 +213,11 @@ def _process(job: jobs.ClaimedJob, token: str, deadline: float) -> SliceResult:
                         log.warning("job %s: abandoning a prepared chunk", job.id, exc_info=True)
             # The slice's time is up: hand the rest on, unless there is no rest.
             if not ended and prepared.end_offset < job.file_size:
-                with transaction(job.org_id) as session:
+                with jobs.lease_transaction(job.org_id) as session:
                     if not jobs.hand_off(session, job.id, token):
                         raise LeaseLost(job.id)
                 return SliceResult.MORE
-        with transaction(job.org_id) as session:
+        with jobs.lease_transaction(job.org_id) as session:
             status = jobs.finish(session, job.id, token)
         if status is None:
             raise LeaseLost(job.id)

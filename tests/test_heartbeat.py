@@ -98,15 +98,17 @@ def test_a_heartbeat_stops_renewing_once_another_worker_took_the_lease_over(
     with pipeline._heartbeat(job_id, org_id, "old-owner"):
         time.sleep(0.7)
         assert len(heartbeat_threads(job_id)) == 1
-        # The old worker stalls past its lease (made to lapse here), and a new one claims.
+        # The old worker stalls past its lease (made to lapse here), the sweeper records
+        # the loss, and a new one claims.
         with admin_transaction() as session:
             session.execute(
                 text(
-                    "UPDATE upload_jobs SET lease_expires_at = now() - interval '1 s' "
+                    "UPDATE upload_jobs SET lease_expires_at = clock_timestamp() - interval '1 s' "
                     "WHERE id = :id"
                 ),
                 {"id": job_id},
             )
+            assert job_id in jobs.sweep(session)
         assert claim(org_id, job_id, "new-owner")
         _, taken_until = live_lease(job_id)
         # The old heartbeat learns at its next beat that the lease is not its own, and ends.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 from sqlalchemy import text
 
@@ -32,6 +33,18 @@ def job_row(job_id: int) -> dict[str, object]:
     return dict(row._mapping)
 
 
+def lapse(job_id: int) -> None:
+    """The holder's lease runs out (as when its worker died a lease ago)."""
+    with admin_transaction() as session:
+        session.execute(
+            text(
+                "UPDATE upload_jobs SET lease_expires_at = clock_timestamp() - interval '1 s' "
+                "WHERE id = :id"
+            ),
+            {"id": job_id},
+        )
+
+
 @pytest.fixture
 def series(org: tuple[int, str]) -> int:
     return create_series(org[0])
@@ -55,12 +68,10 @@ def test_a_chunk_commits_only_under_the_lease_it_was_started_with(
     with admin_transaction() as session:
         claimed = jobs.claim(session, job_id, "old-owner")
     assert claimed is not None
-    # The lease lapses and another worker takes the job over.
+    # The lease lapses, the sweeper records the loss, and another worker takes the job over.
+    lapse(job_id)
     with admin_transaction() as session:
-        session.execute(
-            text("UPDATE upload_jobs SET lease_expires_at = now() - interval '1 s' WHERE id = :id"),
-            {"id": job_id},
-        )
+        assert job_id in jobs.sweep(session)
         assert jobs.claim(session, job_id, "new-owner") is not None
 
     with chunk_applier(claimed, org[0], series, "old-owner") as applier:
@@ -135,7 +146,7 @@ def test_slices_hand_the_job_on_and_it_completes_exactly_once(
         ).one() == (5_500, 5_500)
 
 
-def test_the_sweeper_requeues_lost_jobs_and_fails_them_after_too_many_attempts(
+def test_the_sweeper_enqueues_a_job_whose_message_it_no_longer_trusts_once(
     org: tuple[int, str], series: int, database_url: str
 ) -> None:
     job = make_job(org[0], series, 1, database_url)
@@ -149,30 +160,133 @@ def test_the_sweeper_requeues_lost_jobs_and_fails_them_after_too_many_attempts(
             {"s": stale, "id": job},
         )
         assert job in jobs.sweep(session)
-        # Just enqueued again: not again at the next sweep.
+        # Just enqueued again: not again at the next sweep, unless Redis lost its messages.
         assert job not in jobs.sweep(session)
+        assert job in jobs.sweep(session, stale_seconds=0)
 
+
+def test_a_lapsed_lease_is_a_loss_the_sweeper_retries_at_once_and_the_claim_counts(
+    org: tuple[int, str], series: int, database_url: str
+) -> None:
+    job = make_job(org[0], series, 1, database_url)
     with admin_transaction() as session:
         assert jobs.claim(session, job, "crashed-worker") is not None
-        session.execute(
+    with admin_transaction() as session:
+        # Lapsed, but its loss not recorded yet: nobody may take it over but through the
+        # sweeper, the one place that counts losses.
+        lapse(job)
+        assert jobs.claim(session, job, "eager") is None
+    with admin_transaction() as session:
+        assert job in jobs.sweep(session)  # the first loss at a record: no wait
+    row = job_row(job)
+    assert (row["lease_owner"], row["stalled_losses"], row["lost_at_record"]) == (None, 1, 1)
+    assert row["status"] == "RUNNING" and row["attempts"] == 1
+    with admin_transaction() as session:
+        assert jobs.claim(session, job, "next-worker") is not None
+    row = job_row(job)
+    assert (row["attempts"], row["retry_after"], row["lease_owner"]) == (2, None, "next-worker")
+
+
+def test_losses_at_the_same_record_back_off_and_fail_the_job_naming_the_record(
+    org: tuple[int, str], series: int, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(get_settings(), "max_attempts", 3)
+    lease = get_settings().lease_seconds
+    job = make_job(org[0], series, 1, database_url)
+    with admin_transaction() as session:
+        assert jobs.claim(session, job, "first") is not None
+        jobs.release(session, job, "first", "RaiseError: the chunk from row 2 cannot commit")
+    with admin_transaction() as session:
+        assert job in jobs.sweep(session)
+        assert jobs.claim(session, job, "second") is not None
+    lapse(job)
+    with admin_transaction() as session:
+        # The second loss with no chunk committed since the first: the retry waits a lease.
+        assert job not in jobs.sweep(session)
+        waits = session.execute(
             text(
-                "UPDATE upload_jobs SET enqueued_at = now() - interval '10 s', "
-                "lease_expires_at = now() - interval '1 s' WHERE id = :id"
+                "SELECT extract(epoch FROM retry_after - clock_timestamp()) FROM upload_jobs "
+                "WHERE id = :id"
             ),
             {"id": job},
-        )
-        # A lease that lapsed since the last enqueue is swept at once.
-        assert job in jobs.sweep(session)
-
-    with admin_transaction() as session:
+        ).scalar_one()
+        assert lease - 5 < float(waits) <= lease
+        assert jobs.claim(session, job, "too-soon") is None
         session.execute(
-            text("UPDATE upload_jobs SET attempts = :n WHERE id = :id"),
-            {"n": get_settings().max_attempts, "id": job},
+            text("UPDATE upload_jobs SET retry_after = clock_timestamp() WHERE id = :id"),
+            {"id": job},
         )
+        assert job in jobs.sweep(session)
+        assert jobs.claim(session, job, "third") is not None
+    lapse(job)
+    with admin_transaction() as session:
         assert job not in jobs.sweep(session)
     row = job_row(job)
-    assert row["status"] == "FAILED"
-    assert "lost" in str(row["failure_reason"])
+    assert (row["status"], row["attempts"], row["stalled_losses"]) == ("FAILED", 3, 3)
+    assert row["failure_reason"] == (
+        "stopped 3 times at data record 1 (row 1 of the file) without getting past it (its "
+        "worker crashed, timed out or failed there each time); giving up. Last error: "
+        "RaiseError: the chunk from row 2 cannot commit"
+    )
+
+
+def test_a_loss_after_a_committed_chunk_starts_the_count_again(
+    org: tuple[int, str], series: int, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(get_settings(), "max_attempts", 2)
+    job_id = make_job(org[0], series, 3, database_url)
+    base = 4_000_000_000 + org[0] * 100_000
+    # Each attempt commits a chunk of one row (records 2, 3, 4: the header is record 1),
+    # then its worker is lost.
+    for i, (start, token) in enumerate(((1, "first"), (3, "second"), (4, "third"))):
+        number = i + 2
+        with claimed_applier(job_id, org[0], series, token) as applier:
+            cells = [str(SAMPLE_MS + i), "T1", str(base + i), f"C{i:08d}"]
+            item = applier.checker.check(number, cells, None)
+            outcome = applier.apply(
+                [item], first_record=start, end_offset=number * 30, next_record=number + 1
+            )
+            assert outcome.succeeded == 1
+        lapse(job_id)
+        with admin_transaction() as session:
+            assert job_id in jobs.sweep(session)  # never twice at a record: never a wait
+        row = job_row(job_id)
+        assert (row["status"], row["stalled_losses"], row["lost_at_record"]) == (
+            "RUNNING",
+            1,
+            number + 1,
+        )
+    assert job_row(job_id)["attempts"] == 3  # more than max_attempts, none of them stuck
+
+
+def test_the_sweeper_passes_over_a_job_whose_holder_is_inside_a_chunk(
+    org: tuple[int, str], series: int, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(get_settings(), "max_attempts", 1)
+    job = make_job(org[0], series, 1, database_url)
+    with admin_transaction() as session:
+        assert jobs.claim(session, job, "slow-chunk") is not None
+    lapse(job)
+    # The holder's chunk has the job row locked (as the fence does) and outlasts the lease.
+    with psycopg.connect(database_url) as chunk:
+        chunk.execute("SELECT 1 FROM upload_jobs WHERE id = %s FOR UPDATE", (job,))
+        with admin_transaction() as session:
+            assert job not in jobs.sweep(session)
+            assert jobs.claim(session, job, "intruder") is None
+        # It commits, renewing the lease from the moment it writes.
+        chunk.execute(
+            "UPDATE upload_jobs SET lease_expires_at = clock_timestamp() + interval '60 s' "
+            "WHERE id = %s",
+            (job,),
+        )
+    with admin_transaction() as session:
+        assert job not in jobs.sweep(session)
+    row = job_row(job)
+    assert (row["status"], row["lease_owner"], row["stalled_losses"]) == (
+        "RUNNING",
+        "slow-chunk",
+        0,
+    )
 
 
 def test_a_job_whose_file_is_gone_fails_with_a_reason(

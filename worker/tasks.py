@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+import redis
+
 from core import jobs, pipeline, retention, webhooks
 from core.db import transaction
 from core.settings import get_settings
@@ -59,10 +61,34 @@ def deliver_webhook(job_id: int) -> str:
     return outcome.state
 
 
+def redis_forgot() -> bool:
+    """Whether Redis lost what it held since the last sweep (flushed, or restarted empty).
+
+    The sweeper leaves a mark in Redis; a sweep that finds none knows that every message
+    queued before may be gone, and rings for every waiting job at once rather than after
+    `BULKREDEEM_QUEUED_REQUEUE_SECONDS` (a second message costs a worker one look at the
+    lease). The first sweep on a new Redis rings for them all too, which is as harmless.
+    """
+    settings = get_settings()
+    mark = f"{settings.redis_prefix}:{settings.queue_name}:swept"
+    try:
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+        try:
+            return bool(client.set(mark, "1", nx=True))
+        finally:
+            client.close()
+    except redis.RedisError:
+        log.warning("sweep: could not read the sweeper's mark in Redis", exc_info=True)
+        return False
+
+
 @celery_app.task(name=SWEEP)
 def sweep() -> list[int]:
+    forgot = redis_forgot()
     with transaction() as session:
-        job_ids = jobs.sweep(session)
+        job_ids = jobs.sweep(session, stale_seconds=0 if forgot else None)
+    if forgot and job_ids:
+        log.info("sweep: Redis lost its messages; ringing again for %s jobs", len(job_ids))
     for job_id in job_ids:
         enqueue_job(job_id)
     # After the commit above: jobs the sweeper just gave up on have their deliveries now.

@@ -26,7 +26,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from core.models.base import Base, created_at_column, org_fk
 
-JOB_STATUSES = ("QUEUED", "RUNNING", "COMPLETED", "COMPLETED_WITH_ERRORS", "FAILED", "CANCELLED")
+ACTIVE_STATUSES = ("QUEUED", "RUNNING")
+TERMINAL_STATUSES = ("COMPLETED", "COMPLETED_WITH_ERRORS", "FAILED", "CANCELLED")
+JOB_STATUSES = ACTIVE_STATUSES + TERMINAL_STATUSES
 
 
 class UploadJob(Base):
@@ -91,6 +93,12 @@ class UploadJob(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    # A lost lease counts toward the attempts' limit only when the job committed no chunk
+    # since its previous loss (migration 0009): how many times in a row it was lost at the
+    # checkpoint it was last lost at, and when its next attempt may start (NULL: no retry due).
+    stalled_losses: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    lost_at_record: Mapped[int | None] = mapped_column(BigInteger)
+    retry_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     cancel_requested: Mapped[bool] = mapped_column(
         Boolean, nullable=False, server_default=text("false")
     )

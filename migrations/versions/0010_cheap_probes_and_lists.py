@@ -22,7 +22,7 @@ from alembic import op
 from core.settings import get_settings
 
 revision: str = "0010"
-down_revision: str | None = "0008"  # MERGE: 0009
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
