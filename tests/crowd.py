@@ -52,11 +52,12 @@ def connections_in_use(conn: psycopg.Connection) -> int:
 def held_connections(count: int, url: str | None = None) -> Iterator[list[psycopg.Connection]]:
     """`count` idle connections to the server, open until the block ends."""
     url = url or server_url()
+    name = f"crowd {os.getpid()}"  # how they show in pg_stat_activity
     held: list[psycopg.Connection] = []
     try:
         for opened in range(count):
             try:
-                held.append(psycopg.connect(url, autocommit=True, application_name="crowd"))
+                held.append(psycopg.connect(url, autocommit=True, application_name=name))
             except psycopg.OperationalError as error:
                 raise RuntimeError(
                     f"could hold only {opened} of {count} connections to {url}: {error}"
