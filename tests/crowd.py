@@ -4,12 +4,12 @@
     python -m tests.crowd --fill-to 60 --watch -- .venv/bin/pytest
 
 `--hold N` opens N idle connections to the tests' server (tests/services.py finds it) and holds
-them while the command runs, as other databases' clients would on a shared machine; `--fill-to
-N` holds as many as it takes for the server to serve N connections before the command starts
-(on a machine where others already use some). `--watch` samples the server every 0.2 s and says
-at the end how many connections the command's processes (it and every process under it) held
-at the peak, and how many the rest of the server did meanwhile. The exit status is the
-command's. Linux only: a connection is told to be the command's by its socket in /proc.
+them while the command runs, as other databases' clients would on a shared machine. `--fill-to
+N` is for a server that others already use, and use more or less as time goes: every 0.2 s it
+holds as many as keep the connections that are not the command's at N. `--watch` says at the
+end how many connections the command's processes (it and every process under it) held at the
+peak, and how many everyone else did meanwhile. The exit status is the command's. Linux only:
+a connection is told to be the command's by its socket in /proc.
 """
 
 from __future__ import annotations
@@ -138,15 +138,23 @@ class Peaks:
     server: int = 0  # the server's total at its peak
     others_min: int | None = None  # everyone else's (the held ones included), least and most
     others_max: int = 0
+    held_min: int | None = None  # what the crowd held, least and most
+    held_max: int = 0
 
 
 class Watch:
-    """Samples, on a thread, the command's connections and the server's, until stopped."""
+    """Samples, on a thread, the command's connections and the server's, until stopped. With
+    `fill_to`, it also keeps everyone else's connections at that many, holding more when
+    other clients leave and fewer when they come (never fewer than none)."""
 
-    def __init__(self, root: int, url: str) -> None:
+    def __init__(self, root: int, url: str, fill_to: int | None) -> None:
         self.root = root
+        self.url = url
         self.port = urlsplit(url).port or 5432
+        self.fill_to = fill_to
         self.peaks = Peaks()
+        self.held: list[psycopg.Connection] = []
+        self._name = f"crowd {os.getpid()}"
         self._conn = psycopg.connect(url, autocommit=True, application_name="crowd watch")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="crowd-watch", daemon=True)
@@ -154,22 +162,41 @@ class Watch:
     def start(self) -> None:
         self._thread.start()
 
+    def _refill(self, others: int) -> None:
+        assert self.fill_to is not None
+        wanted = max(0, len(self.held) + self.fill_to - others)
+        while len(self.held) > wanted:
+            self.held.pop().close()
+        while len(self.held) < wanted:
+            try:
+                conn = psycopg.connect(self.url, autocommit=True, application_name=self._name)
+            except psycopg.OperationalError:
+                return  # the server is full: the command meets that as it is
+            self.held.append(conn)
+
     def _run(self) -> None:
         peaks = self.peaks
         while not self._stop.wait(SAMPLE_SECONDS):
             ours = connections_of(process_tree(self.root), self.port)
             total = connections_in_use(self._conn)
+            others = total - ours
+            if self.fill_to is not None:
+                self._refill(others)
             peaks.samples += 1
             if ours > peaks.command:
                 peaks.command, peaks.server_then = ours, total
             peaks.server = max(peaks.server, total)
-            others = total - ours
             peaks.others_max = max(peaks.others_max, others)
             peaks.others_min = others if peaks.others_min is None else min(peaks.others_min, others)
+            held = len(self.held)
+            peaks.held_max = max(peaks.held_max, held)
+            peaks.held_min = held if peaks.held_min is None else min(peaks.held_min, held)
 
     def stop(self) -> Peaks:
         self._stop.set()
         self._thread.join()
+        for conn in self.held:
+            conn.close()
         self._conn.close()
         return self.peaks
 
@@ -178,13 +205,14 @@ def run(command: list[str], hold: int, fill_to: int | None, watch: bool) -> int:
     url = server_url()
     with psycopg.connect(url, autocommit=True) as probe:
         in_use = connections_in_use(probe) - 1  # not the probe itself
-    if fill_to is not None:
-        hold = max(0, fill_to - in_use)
     say = lambda text: print(f"crowd: {text}", file=sys.stderr, flush=True)  # noqa: E731
-    say(f"the server serves {in_use} connections; holding {hold} more")
+    if fill_to is not None:
+        say(f"the server serves {in_use} connections; keeping everyone else's at {fill_to}")
+    else:
+        say(f"the server serves {in_use} connections; holding {hold} more")
     with held_connections(hold, url):
         child = subprocess.Popen(command)
-        watcher = Watch(child.pid, url) if watch else None
+        watcher = Watch(child.pid, url, fill_to) if watch or fill_to is not None else None
         if watcher is not None:
             watcher.start()
         try:
@@ -194,11 +222,12 @@ def run(command: list[str], hold: int, fill_to: int | None, watch: bool) -> int:
             status = child.wait()
         if watcher is not None:
             peaks = watcher.stop()
+            held = f"{hold}" if fill_to is None else f"{peaks.held_min}-{peaks.held_max}"
             say(
                 f"{peaks.samples} samples: the command held at most {peaks.command} connections"
                 f" (the server then served {peaks.server_then}); the server's peak was"
-                f" {peaks.server}; everyone else's connections (the {hold} held among them)"
-                f" ranged {peaks.others_min}-{peaks.others_max}"
+                f" {peaks.server}; everyone else's connections (the crowd's {held} among"
+                f" them) ranged {peaks.others_min}-{peaks.others_max}"
             )
     say(f"{' '.join(command)}: exit status {status}")
     return status
@@ -211,7 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     crowd = parser.add_mutually_exclusive_group()
     crowd.add_argument("--hold", type=int, default=0, help="idle connections to hold")
     crowd.add_argument(
-        "--fill-to", type=int, help="hold enough for the server to serve this many in all"
+        "--fill-to",
+        type=int,
+        help="hold as many as keep everyone else's connections (the command's aside) at this",
     )
     parser.add_argument("--watch", action="store_true", help="count the command's connections")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- and the command to run")

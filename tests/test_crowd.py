@@ -7,7 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.crowd import server_url
+import psycopg
+
+from tests.crowd import connections_in_use, server_url
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,3 +44,35 @@ def test_the_crowd_holds_its_connections_counts_the_commands_and_passes_its_stat
     assert "holding 4 more" in run.stderr
     assert "the command held at most 2 connections" in run.stderr, run.stderr
     assert "exit status 3" in run.stderr
+
+
+# Waits for the crowd to fill the server, then counts what it holds.
+FILLED = f"""
+import os, time, psycopg
+time.sleep(1.5)
+with psycopg.connect({server_url()!r}, autocommit=True) as conn:
+    held = conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+        [f"crowd {{os.getppid()}}"],
+    ).fetchone()[0]
+print("held", held, flush=True)
+"""
+
+
+def test_the_crowd_fills_the_server_up_to_what_it_is_asked() -> None:
+    with psycopg.connect(server_url(), autocommit=True) as conn:
+        in_use = connections_in_use(conn)
+    filled = [sys.executable, "-c", FILLED]
+    # 20 more than the server serves now: others on a shared server come and go, never as
+    # many in a second or two.
+    run = subprocess.run(
+        [sys.executable, "-m", "tests.crowd", "--fill-to", str(in_use + 20), "--", *filled],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    held = int(run.stdout.split()[-1])
+    assert 10 <= held <= 30, run.stdout
+    assert "the crowd's" in run.stderr, run.stderr
