@@ -3,12 +3,14 @@ hold what it says, count the command's own connections, and give back the comman
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import psycopg
 
+from tests.conftest import HOLD_CONNECTIONS
 from tests.crowd import connections_in_use, server_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,3 +78,34 @@ def test_the_crowd_fills_the_server_up_to_what_it_is_asked() -> None:
     held = int(run.stdout.split()[-1])
     assert 10 <= held <= 30, run.stdout
     assert "the crowd's" in run.stderr, run.stderr
+
+
+HELD_BY_THE_SESSION = f"""
+import os, psycopg
+
+
+def test_held() -> None:
+    with psycopg.connect({server_url()!r}, autocommit=True) as conn:
+        held = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+            [f"crowd {{os.getpid()}}"],
+        ).fetchone()[0]
+    assert held == 5
+"""
+
+
+def test_a_pytest_session_holds_what_bulkredeem_test_hold_connections_says(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "conftest.py").write_text("from tests.conftest import *  # noqa: F403\n")
+    (tmp_path / "test_held.py").write_text(HELD_BY_THE_SESSION)
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT), HOLD_CONNECTIONS: "5"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert f"{HOLD_CONNECTIONS}: holding 5 idle connections" in run.stdout

@@ -11,7 +11,10 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
+
+from tests.conftest import HOLD_CONNECTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,11 +27,16 @@ def _run_pytest(directory: Path, source: str) -> subprocess.CompletedProcess[str
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--timeout=120", "-q"],
         cwd=directory,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**_without_crowd(os.environ), "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
         timeout=300,
     )
+
+
+def _without_crowd(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment for a pytest inside this one: the crowd, if any, is held once."""
+    return {name: value for name, value in environ.items() if name != HOLD_CONNECTIONS}
 
 
 def _section(output: str, title_start: str) -> str:
@@ -46,6 +54,7 @@ def _section(output: str, title_start: str) -> str:
 
 WORKER_TESTS = """
 import uuid
+from collections.abc import Mapping
 from collections.abc import Iterator
 
 import pytest
