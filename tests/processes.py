@@ -19,7 +19,7 @@ from cli.devservices import free_port, redis_binary
 # traceback its end, where the exception that was raised last is (the whole log is named).
 LOG_TAIL_RECORDS = 40
 TRACEBACK_LINES = 25
-# Enough for LOG_TAIL_LINES lines of tracebacks; a log is never read whole into a report.
+# Enough for LOG_TAIL_RECORDS records with tracebacks; a log is never read whole into a report.
 _LOG_TAIL_BYTES = 64 << 10
 
 
@@ -78,16 +78,19 @@ class Process:
 
     def logged_since(self, offset: int) -> str:
         """The end of what the process logged after its log was `offset` bytes long: its
-        last LOG_TAIL_RECORDS lines, or "" when it wrote nothing since."""
+        last LOG_TAIL_RECORDS records, or "" when it wrote nothing since."""
         size = self.log_size()
         if size < offset:  # the log was started again: all of it is new
             offset = 0
         if size == offset:
             return ""
+        start = max(offset, size - _LOG_TAIL_BYTES)
         with self.log.open("rb") as handle:
-            handle.seek(max(offset, size - _LOG_TAIL_BYTES))
-            text = handle.read().decode(errors="replace")
-        return "\n".join(_readable(line) for line in text.splitlines()[-LOG_TAIL_RECORDS:])
+            handle.seek(start)
+            lines = handle.read().decode(errors="replace").splitlines()
+        if start > offset:
+            lines = lines[1:]  # begun mid-line
+        return "\n".join(_readable(line) for line in lines[-LOG_TAIL_RECORDS:])
 
     def wait_for(self, marker: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
