@@ -8,12 +8,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from starlette.concurrency import run_in_threadpool
 
 from api import errors
 from api.routes import health, jobs, reference, ui, upload
 from core import logs
-from core.db import warm_pool
 from core.settings import get_settings
 
 
@@ -28,13 +26,9 @@ def _install_logging() -> None:
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    # Connections opened before the first request: otherwise the first burst of polls pays
-    # for new Postgres backends (bench/README.md). A database that is down does not stop the
-    # API from starting: /readyz says so, and requests open connections when it is back.
-    try:
-        await run_in_threadpool(warm_pool, get_settings().db_pool_size)
-    except Exception:
-        logging.getLogger(__name__).warning("could not open the database pool", exc_info=True)
+    # No database connection is opened here: the pools open theirs as requests need them and
+    # keep them (core/db.py), so an idle API takes no slot of a server that others share, and
+    # a database that is down does not stop it from starting (/readyz says so).
     # What exists now (modules, the app, its models) lives as long as the process: out of the
     # collector's sight, a full collection no longer walks it all. Such a pass stalled every
     # request in flight for 100-150 ms, once in the first seconds of polling.

@@ -40,6 +40,12 @@ def app_url_from(owner_url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}@{host}"))
 
 
+def _overflow(pool_size: int) -> int:
+    """Connections a pool opens beyond its size under a burst, and closes again: as many as
+    it keeps, at most 10 (10 and 10 were the two pools' figures before they had settings)."""
+    return min(pool_size, 10)
+
+
 # Our statements are short and, over temp tables without statistics, misestimated: JIT
 # compiled chunk statements for ~250 ms each, longer than they ran.
 SESSION_OPTIONS = "-c jit=off"
@@ -55,8 +61,8 @@ def get_engine() -> Engine:
             sqlalchemy_url(get_settings().database_url),
             pool_pre_ping=True,
             connect_args={"options": SESSION_OPTIONS},
-            pool_size=10,
-            max_overflow=10,
+            pool_size=get_settings().db_main_pool_size,
+            max_overflow=_overflow(get_settings().db_main_pool_size),
         )
         _engine_pid = os.getpid()
         _sessionmaker = sessionmaker(_engine, expire_on_commit=False)
@@ -71,7 +77,12 @@ def get_poll_engine() -> Engine:
     query goes alone, and no ping before each use, a round trip of its own that cost polls
     ~10 ms of their p99 while a job ran (bench/README.md). A connection the server dropped
     fails a poll's first try; the poll then drops the pool (after a restart every connection
-    in it is dead) and asks again on a new connection."""
+    in it is dead) and asks again on a new connection.
+
+    The pool opens a connection when a poll finds none idle and keeps up to
+    `db_poll_pool_size` of them from then on: nothing is opened at startup, so an idle API
+    holds none of the server's connection slots (a Postgres that serves other databases may
+    have few to spare), and after the first burst the next one finds them open."""
     global _poll_engine
     if _poll_engine is None or _poll_engine[0] != os.getpid():
         if _poll_engine is not None:
@@ -83,23 +94,11 @@ def get_poll_engine() -> Engine:
             # Kept open between requests: a poll that has to open a connection waits for a
             # new backend. With 10, bursts of 50 pollers churned overflow connections and
             # their p99 was 46-65 ms on an idle machine; with 30 it was 12-19 ms.
-            pool_size=get_settings().db_pool_size,
-            max_overflow=10,
+            pool_size=get_settings().db_poll_pool_size,
+            max_overflow=_overflow(get_settings().db_poll_pool_size),
         )
         _poll_engine = (os.getpid(), engine)
     return _poll_engine[1]
-
-
-def warm_pool(connections: int) -> None:
-    """Open `connections` poll connections now, so that the first polls find them."""
-    engine = get_poll_engine()
-    opened = []
-    try:
-        for _ in range(connections):
-            opened.append(engine.connect())
-    finally:
-        for conn in opened:
-            conn.close()
 
 
 def dispose_engine() -> None:

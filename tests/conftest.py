@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -12,6 +13,7 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.crowd import held_connections, server_url
 from tests.processes import Process
 from tests.processes import worker as start_worker
 from tests.services import find_postgres, find_redis
@@ -23,6 +25,59 @@ _RUN = uuid.uuid4().hex[:8]
 os.environ["REDIS_URL"] = find_redis()
 os.environ["BULKREDEEM_QUEUE_NAME"] = f"bulkredeem-test-{_RUN}"
 os.environ["BULKREDEEM_REDIS_PREFIX"] = f"bulkredeem-test-{_RUN}"
+# Small pools in this process and in every API and worker process the tests start (they get
+# this environment): the tests' server may serve other databases and other test runs, with
+# few of its 100 connections to spare. 3, not 2: a poll test keeps three poll connections.
+os.environ.setdefault("BULKREDEEM_DB_POLL_POOL_SIZE", "3")
+os.environ.setdefault("BULKREDEEM_DB_MAIN_POOL_SIZE", "3")
+
+# BULKREDEEM_TEST_HOLD_CONNECTIONS=N: the session holds N idle connections to the server, as
+# a crowded CI machine's other clients would (tests/crowd.py does the same for any command).
+HOLD_CONNECTIONS = "BULKREDEEM_TEST_HOLD_CONNECTIONS"
+_held = ExitStack()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    count = int(os.environ.get(HOLD_CONNECTIONS) or 0)
+    if count:
+        _held.enter_context(held_connections(count))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    _held.close()
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    count = int(os.environ.get(HOLD_CONNECTIONS) or 0)
+    if not count:
+        return None
+    return f"{HOLD_CONNECTIONS}: holding {count} idle connections to {server_url()}"
+
+
+# What each process's log held when a test began, so that a failing test's report shows what
+# its API, worker or beat processes logged during it (the cause of a 500 is in the API's log).
+_LOG_MARKS = pytest.StashKey[dict[int, int]]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.stash[_LOG_MARKS] = {id(p): p.log_size() for p in Process.started}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.failed:
+        marks = item.stash.get(_LOG_MARKS, {})
+        for process in Process.started:  # those started during the test from their start
+            tail = process.logged_since(marks.get(id(process), 0))
+            if tail:
+                report.sections.append(
+                    (f"{process.name} log during the test ({process.log}), its end", tail)
+                )
+    return report
 
 
 def _with_database(url: str, dbname: str) -> str:

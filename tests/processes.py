@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -13,14 +14,54 @@ import redis
 
 from cli.devservices import free_port, redis_binary
 
+# What a failing test's report shows of a process's log (conftest.py): the last records the
+# process wrote during that test, where a 500's or a failed task's cause is, and of each
+# traceback its end, where the exception that was raised last is (the whole log is named).
+LOG_TAIL_RECORDS = 40
+TRACEBACK_LINES = 25
+# Enough for LOG_TAIL_RECORDS records with tracebacks; a log is never read whole into a report.
+_LOG_TAIL_BYTES = 64 << 10
+
+
+def _readable(line: str) -> str:
+    """A JSON log line (core/logs.py) as a person reads it: its fields on one line, then its
+    traceback on lines of their own, not escaped into one string. Other lines as they are."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return line
+    if not isinstance(record, dict) or "message" not in record:
+        return line
+    head = " ".join(str(record.pop(key, "")) for key in ("time", "level", "logger"))
+    message = str(record.pop("message")).rstrip("\n")
+    traces = [str(record.pop(key)) for key in ("exception", "stack") if key in record]
+    fields = "".join(f" {key}={value}" for key, value in record.items())
+    return "\n".join([f"{head}: {message}{fields}", *map(_end_of, traces)])
+
+
+def _end_of(trace: str) -> str:
+    lines = trace.splitlines()
+    if len(lines) <= TRACEBACK_LINES:
+        return trace
+    left_out = len(lines) - TRACEBACK_LINES
+    return "\n".join([f"  ... {left_out} lines of traceback ...", *lines[-TRACEBACK_LINES:]])
+
 
 class Process:
     """A child process with its log in a file; `wait_for` reads the log."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+    # Every process this test session started, running or not, in order: a failing test's
+    # report shows the end of what each of them logged during the test.
+    started: list[Process] = []
+
+    def __init__(
+        self, args: list[str], env: dict[str, str], log: Path, name: str | None = None
+    ) -> None:
         self.log = log
+        self.name = name or log.stem
         self._handle = log.open("ab")
         self.popen = subprocess.Popen(args, stdout=self._handle, stderr=subprocess.STDOUT, env=env)
+        Process.started.append(self)
 
     @property
     def pid(self) -> int:
@@ -29,11 +70,33 @@ class Process:
     def text(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def log_size(self) -> int:
+        try:
+            return self.log.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def logged_since(self, offset: int) -> str:
+        """The end of what the process logged after its log was `offset` bytes long: its
+        last LOG_TAIL_RECORDS records, or "" when it wrote nothing since."""
+        size = self.log_size()
+        if size < offset:  # the log was started again: all of it is new
+            offset = 0
+        if size == offset:
+            return ""
+        start = max(offset, size - _LOG_TAIL_BYTES)
+        with self.log.open("rb") as handle:
+            handle.seek(start)
+            lines = handle.read().decode(errors="replace").splitlines()
+        if start > offset:
+            lines = lines[1:]  # begun mid-line
+        return "\n".join(_readable(line) for line in lines[-LOG_TAIL_RECORDS:])
+
     def wait_for(self, marker: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while marker not in self.text():
             if self.popen.poll() is not None:
-                raise RuntimeError(f"{self.log.name} exited:\n{self.text()[-3000:]}")
+                raise RuntimeError(f"{self.log.name} exited:\n{self.logged_since(0)}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{self.log.name}: no {marker!r} in {timeout}s")
             time.sleep(0.1)
@@ -74,6 +137,7 @@ def worker(env: dict[str, str], queue: str, log: Path) -> Process:
         ],
         env,
         log,
+        name="worker",
     )
     process.wait_for("ready.")
     return process
@@ -96,6 +160,7 @@ def api(env: dict[str, str], log: Path) -> tuple[Process, str]:
         ],
         env,
         log,
+        name="API",
     )
     process.wait_for("Application startup complete", timeout=60)
     return process, f"http://127.0.0.1:{port}"
@@ -118,6 +183,7 @@ def beat(env: dict[str, str], directory: Path, log: Path) -> Process:
         ],
         env,
         log,
+        name="beat",
     )
     process.wait_for("beat: Starting")
     return process
