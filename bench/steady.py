@@ -218,14 +218,58 @@ class Import:
     row_errors: int
 
 
+def _jobs(found: services.Services) -> int:
+    with services.connect(found.owner_url) as conn:
+        row = conn.execute("SELECT count(*) FROM upload_jobs").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _wait_for_connection_slots(found: services.Services, needed: int = 20) -> None:
+    """Wait (up to 10 minutes) until the server has room for the API's pool and the worker.
+
+    On this workplace's shared server other sessions' tests take up to all of
+    max_connections at times; a service started then answers 500 (too many clients).
+    """
+    deadline = time.monotonic() + 600
+    while True:
+        try:
+            with services.connect(found.owner_url) as conn:
+                row = conn.execute(
+                    "SELECT current_setting('max_connections')::int"
+                    " - current_setting('superuser_reserved_connections')::int"
+                    " - (SELECT count(*) FROM pg_stat_activity)"
+                ).fetchone()
+            if row is not None and int(row[0]) >= needed:
+                return
+        except psycopg.OperationalError:
+            pass
+        if time.monotonic() > deadline:
+            return
+        say("waiting for connection slots on the shared Postgres")
+        time.sleep(5)
+
+
 def measure_import(setup: Setup, data: datagen.Dataset, series_id: int) -> Import:
+    from bench.client import ClientError
     from bench.run import LOG_DIR, service
 
-    with service(setup) as running:
-        say(f"uploading {data.path.name} into series {series_id}")
-        upload = running.client.upload(data.path, series_id)
-        say(f"job {upload.job_id} queued; waiting for its end")
-        document, ended = running.client.wait_until_ended(upload.job_id)
+    for attempt in range(1, 6):
+        _wait_for_connection_slots(setup.services)
+        before = _jobs(setup.services)
+        try:
+            with service(setup) as running:
+                say(f"uploading {data.path.name} into series {series_id}")
+                upload = running.client.upload(data.path, series_id)
+                say(f"job {upload.job_id} queued; waiting for its end")
+                document, ended = running.client.wait_until_ended(upload.job_id)
+            break
+        except ClientError as error:
+            # Only an upload that made no job is tried again: nothing of it was measured.
+            if attempt == 5 or _jobs(setup.services) != before:
+                raise
+            say(f"the upload failed ({str(error)[:120]}); once more in 10 s")
+            time.sleep(10)
     chunks = Chunks.from_log(LOG_DIR / "worker.log", upload.job_id)
     with services.connect(setup.services.owner_url) as conn:
         row = conn.execute(
