@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
-from bench import datagen, lowerbound, naive, services
+from bench import datagen, lowerbound, naive, services, steady
 from bench.client import ServiceClient, Upload
 from bench.pollers import ConcurrentPollers, PollStats
 from bench.processes import PROJECT_ROOT, Child, ServiceProcesses
@@ -70,6 +70,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="only: a job with this many row errors, then time its errors.csv",
     )
     parser.add_argument(
+        "--steady-state",
+        action="store_true",
+        help="only: the import on an empty table, then on one holding --history redemptions,"
+        " every chunk timed (bench/README.md)",
+    )
+    parser.add_argument(
+        "--history",
+        type=int,
+        default=3_000_000,
+        help="--steady-state's redemptions already recorded (default 3,000,000)",
+    )
+    parser.add_argument(
         "--profile", action="store_true", help="profile the worker with py-spy (if installed)"
     )
     parser.add_argument(
@@ -98,10 +110,15 @@ class Setup:
     series_id: int
 
 
-def prepare(postgres: str = "found") -> Setup:
+def prepare(postgres: str = "found", *, steady_state: bool = False) -> Setup:
     found = services.find(postgres)
-    say(f"database {services.BENCH_DATABASE}: dropped, created and migrated")
-    services.recreate_database(found)
+    if steady_state:
+        found = steady.steady_services(found)
+        say(f"database {steady.STEADY_DATABASE}: dropped, created and migrated")
+        steady.recreate_database(found)
+    else:
+        say(f"database {services.BENCH_DATABASE}: dropped, created and migrated")
+        services.recreate_database(found)
     services.migrate(found)
     shutil.rmtree(FILES_DIR, ignore_errors=True)
     FILES_DIR.mkdir(parents=True)
@@ -447,13 +464,15 @@ def main(argv: list[str] | None = None) -> int:
         f"Python {platform.python_version()}",
     )
     try:
-        setup = prepare(args.postgres)
+        setup = prepare(args.postgres, steady_state=args.steady_state)
         report.figure("postgres", services.server_description(setup.services))
         report.figure("services", setup.services.where)
         if args.upload_gb is not None:
             code = run_upload(args, setup, report)
         elif args.errors_csv is not None:
             code = run_errors_csv(args, setup, report)
+        elif args.steady_state:
+            code = steady.run_steady(args, setup, report)
         else:
             code = run_full(args, setup, report)
     except KeyboardInterrupt:
@@ -461,7 +480,15 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         shutil.rmtree(FILES_DIR, ignore_errors=True)
-    mode = "upload" if args.upload_gb is not None else "errors-csv" if args.errors_csv else "run"
+    mode = (
+        "upload"
+        if args.upload_gb is not None
+        else "errors-csv"
+        if args.errors_csv
+        else "steady-state"
+        if args.steady_state
+        else "run"
+    )
     report.save(OUT_DIR / f"last-{mode}.txt")
     return code
 

@@ -18,6 +18,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from core.codes import RowError
+from core.probes import coupon_counts_sql, customer_counts_sql, probe_sql
 from core.rows import CUSTOMER_COLUMNS, Candidate, Failure, RowChecker
 
 log = logging.getLogger(__name__)
@@ -186,6 +187,12 @@ class ChunkApplier:
         self.customer_key = customer_key
         self.customer_column = CUSTOMER_COLUMNS.get(customer_key)
         self._resolve_sql = self._build_resolve_sql()
+        # Only the reads the series' rules and the kind of run need (core/probes.py).
+        self._coupon_counts_sql = coupon_counts_sql(dry_run=dry_run)
+        self._customer_counts_sql = customer_counts_sql(dry_run=dry_run)
+        self._probe_sql = probe_sql(
+            same_customer=not series.same_user_multiple_redeem, dry_run=dry_run
+        )
 
     def _build_resolve_sql(self) -> str:
         """Each staged row with its customer and its coupon (and the coupon's own rules).
@@ -453,21 +460,8 @@ class ChunkApplier:
         with conn.cursor() as cur:
             # Under the series lock (`_lock_series`).
             cur.execute(
-                """
-                SELECT coupon_id, sum(n)::bigint FROM (
-                    SELECT coupon_id, redemption_count AS n FROM coupon_counters
-                    WHERE coupon_id = ANY(%(coupons)s::bigint[]) AND redemption_count > 0
-                    UNION ALL
-                    SELECT coupon_id, count(*) FROM dry_run_redemptions
-                    WHERE %(dry)s AND job_id = %(job)s AND coupon_id = ANY(%(coupons)s::bigint[])
-                    GROUP BY coupon_id
-                ) used GROUP BY coupon_id
-                """,
-                {
-                    "coupons": _bigints(set(map(_coupon_of, survivors))),
-                    "dry": self.dry_run,
-                    "job": self.job_id,
-                },
+                self._coupon_counts_sql,
+                {"coupons": _bigints(set(map(_coupon_of, survivors))), "job": self.job_id},
             )
             counts: dict[int, int] = dict(cur.fetchall())
             # A coupon never redeemed (most of a bulk load) can have neither a duplicate nor
@@ -476,71 +470,22 @@ class ChunkApplier:
             redeemed = [s for s in survivors if s.coupon_id in counts]
             if redeemed:
                 cur.execute(
-                    """
-                    SELECT a.row_number,
-                        dup.hit IS NOT NULL OR dry_dup.hit IS NOT NULL,
-                        same.hit IS NOT NULL OR dry_same.hit IS NOT NULL
-                    FROM unnest(%(rows)s::bigint[], %(coupons)s::bigint[],
-                                %(customers)s::bigint[]) AS a(row_number, coupon_id, customer_id)
-                    JOIN br_stage s ON s.row_number = a.row_number
-                    LEFT JOIN LATERAL (
-                        SELECT true AS hit FROM redemptions r
-                        WHERE r.coupon_id = a.coupon_id AND r.redeemed_ms = s.redeemed_ms
-                          AND r.till_id = s.till_id AND r.bill_id = s.bill_id
-                          AND r.bill_number = s.bill_number
-                        LIMIT 1
-                    ) dup ON true
-                    LEFT JOIN LATERAL (
-                        SELECT true AS hit FROM redemptions r
-                        WHERE NOT %(same_user_ok)s
-                          AND r.coupon_id = a.coupon_id AND r.customer_id = a.customer_id
-                        LIMIT 1
-                    ) same ON true
-                    LEFT JOIN LATERAL (
-                        SELECT true AS hit FROM dry_run_redemptions d
-                        WHERE %(dry)s AND d.job_id = %(job)s
-                          AND d.coupon_id = a.coupon_id AND d.redeemed_ms = s.redeemed_ms
-                          AND d.till_id = s.till_id AND d.bill_id = s.bill_id
-                          AND d.bill_number = s.bill_number
-                        LIMIT 1
-                    ) dry_dup ON true
-                    LEFT JOIN LATERAL (
-                        SELECT true AS hit FROM dry_run_redemptions d
-                        WHERE %(dry)s AND NOT %(same_user_ok)s AND d.job_id = %(job)s
-                          AND d.coupon_id = a.coupon_id AND d.customer_id = a.customer_id
-                        LIMIT 1
-                    ) dry_same ON true
-                    """,
+                    self._probe_sql,
                     {
-                        "dry": self.dry_run,
                         "job": self.job_id,
                         "rows": _bigints(s.candidate.row_number for s in redeemed),
                         "coupons": _bigints(s.coupon_id for s in redeemed),
                         "customers": _bigints(s.customer_id for s in redeemed),
-                        "same_user_ok": series.same_user_multiple_redeem,
                     },
                 )
                 probes = {row[0]: (row[1], row[2]) for row in cur.fetchall()}
             customer_counts: dict[int, int] = {}
             if series.max_per_customer is not None:
                 cur.execute(
-                    """
-                    SELECT customer_id, sum(n)::bigint FROM (
-                        SELECT customer_id, count(*) AS n FROM redemptions
-                        WHERE series_id = %(series)s
-                          AND customer_id = ANY(%(customers)s::bigint[])
-                        GROUP BY customer_id
-                        UNION ALL
-                        SELECT customer_id, count(*) FROM dry_run_redemptions
-                        WHERE %(dry)s AND job_id = %(job)s
-                          AND customer_id = ANY(%(customers)s::bigint[])
-                        GROUP BY customer_id
-                    ) mine GROUP BY customer_id
-                    """,
+                    self._customer_counts_sql,
                     {
                         "series": series.id,
                         "customers": _bigints(set(map(_customer_of, survivors))),
-                        "dry": self.dry_run,
                         "job": self.job_id,
                     },
                 )

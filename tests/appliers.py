@@ -3,28 +3,46 @@ that drive chunks by hand."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import sql
 
 from core import jobs
 from core.apply import ChunkApplier, load_series, prepare_connection
 from core.db import admin_transaction, get_engine
 from core.rows import CouponIdentifier, CustomerIdentifier, Mapping, RowChecker
+from core.settings import get_settings
 
 
 @contextmanager
 def chunk_applier(
-    claimed: jobs.ClaimedJob, org_id: int, series_id: int, token: str
+    claimed: jobs.ClaimedJob,
+    org_id: int,
+    series_id: int,
+    token: str,
+    *,
+    conn: psycopg.Connection[Any] | None = None,
+    dry_run: bool = False,
 ) -> Iterator[ChunkApplier]:
-    """An applier for a job claimed with `token`, its files mapped by mobile and code."""
+    """An applier for a job claimed with `token`, its files mapped by mobile and code.
+
+    On a service connection of its own, or on `conn` (the caller's, left open).
+    """
     mapping = Mapping(
         columns=dict(claimed.upload_headers),
         customer=CustomerIdentifier.MOBILE,
         coupon=CouponIdentifier.COUPON_CODE,
     )
-    raw = get_engine().raw_connection()
-    try:
+    raw = None
+    if conn is None:
+        raw = get_engine().raw_connection()
         conn = raw.driver_connection
+    try:
+        assert conn is not None
         conn.rollback()
         prepare_connection(conn)
         with conn.transaction():
@@ -39,9 +57,11 @@ def chunk_applier(
             checker=RowChecker(mapping, claimed.created_at_ms, claimed.report_width),
             customer_key="mobile",
             lease_seconds=60,
+            dry_run=dry_run,
         )
     finally:
-        raw.close()
+        if raw is not None:
+            raw.close()
 
 
 @contextmanager
@@ -52,3 +72,38 @@ def claimed_applier(job_id: int, org_id: int, series_id: int, token: str) -> Ite
     assert claimed is not None
     with chunk_applier(claimed, org_id, series_id, token) as applier:
         yield applier
+
+
+@contextmanager
+def explaining_connection(
+    database_url: str, plans: list[dict[str, Any]]
+) -> Iterator[psycopg.Connection[Any]]:
+    """A connection in the service's role on which Postgres reports the plan of every statement
+    it runs, as it ran it (auto_explain, JSON), into `plans`.
+
+    The plans are the executed ones, prepared statements' generic plans included: what a
+    separate EXPLAIN of the same text might plan differently. Loading auto_explain and its
+    settings need a superuser (the tests' owner), the statements then run as the service's
+    role, under row-level security, as in a worker.
+    """
+
+    def collect(diag: psycopg.errors.Diagnostic) -> None:
+        message = diag.message_primary or ""
+        _, found, plan = message.partition("plan:\n")
+        if found:
+            plans.append(json.loads(plan))
+
+    with psycopg.connect(database_url) as conn:
+        conn.add_notice_handler(collect)
+        conn.execute("LOAD 'auto_explain'")
+        for name, value in (
+            ("log_min_duration", "0"),
+            ("log_format", "json"),
+            # INFO always reaches the client, whatever client_min_messages says.
+            ("log_level", "info"),
+        ):
+            conn.execute(f"SET auto_explain.{name} = '{value}'")
+        role = get_settings().app_db_role
+        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
+        conn.commit()
+        yield conn
