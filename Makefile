@@ -1,6 +1,6 @@
 # Everything a developer or CI needs: `make run`, `make test`. Only Python 3.11+ and make are
-# assumed; Postgres and Redis are embedded when DATABASE_URL / REDIS_URL are unset and no local
-# server answers.
+# assumed. `make run` embeds Postgres and Redis when DATABASE_URL / REDIS_URL are unset;
+# `make test` does when they are unset and no local server answers.
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
