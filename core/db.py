@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -131,9 +131,9 @@ def set_org(session: Session, org_id: int) -> None:
 
 
 @contextmanager
-def transaction(org_id: int | None = None) -> Iterator[Session]:
-    """One unit of work: commit on success, roll back on error."""
-    session = new_session()
+def _unit_of_work(session: Session, org_id: int | None) -> Iterator[Session]:
+    """`session`'s one transaction, scoped to `org_id` when given: committed on success,
+    rolled back on error, and the session closed either way."""
     try:
         with session.begin():
             if org_id is not None:
@@ -143,8 +143,12 @@ def transaction(org_id: int | None = None) -> Iterator[Session]:
         session.close()
 
 
-@contextmanager
-def admin_transaction() -> Iterator[Session]:
+def transaction(org_id: int | None = None) -> AbstractContextManager[Session]:
+    """One unit of work: commit on success, roll back on error."""
+    return _unit_of_work(new_session(), org_id)
+
+
+def admin_transaction() -> AbstractContextManager[Session]:
     """A transaction as the owner role (DATABASE_ADMIN_URL, else DATABASE_URL), which sees
     every org: for the command line and administration, never for serving requests."""
     global _admin
@@ -156,16 +160,10 @@ def admin_transaction() -> Iterator[Session]:
             pool_size=2,
         )
         _admin = (os.getpid(), sessionmaker(engine, expire_on_commit=False))
-    session = _admin[1]()
-    try:
-        with session.begin():
-            yield session
-    finally:
-        session.close()
+    return _unit_of_work(_admin[1](), None)
 
 
-@contextmanager
-def transaction_aside(org_id: int | None = None) -> Iterator[Session]:
+def transaction_aside(org_id: int | None = None) -> AbstractContextManager[Session]:
     """A short transaction on a connection of its own, never one of the request pool's: for a
     write that must stand whatever becomes of the request (a key's last use), made while the
     request may hold a pooled connection, which waiting on that same pool could deadlock."""
@@ -181,14 +179,7 @@ def transaction_aside(org_id: int | None = None) -> Iterator[Session]:
             max_overflow=4,
         )
         _aside = (os.getpid(), engine)
-    session = Session(_aside[1], expire_on_commit=False)
-    try:
-        with session.begin():
-            if org_id is not None:
-                set_org(session, org_id)
-            yield session
-    finally:
-        session.close()
+    return _unit_of_work(Session(_aside[1], expire_on_commit=False), org_id)
 
 
 def rows_changed(result: Result[Any]) -> int:

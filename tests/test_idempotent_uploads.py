@@ -260,46 +260,40 @@ def _terminate_waiting_insert(timeout: float = 20) -> None:
     raise AssertionError("no upload waited on the job's insert")
 
 
+def _upload_cutting_its_connection(
+    service: str, org: tuple[int, str], idem: str, cuts: int
+) -> httpx.Response:
+    """An upload whose insert waits on an uncommitted job with its key, while the test
+    terminates its backend `cuts` times; then the blocking job goes and the answer comes."""
+    org_id, key = org
+    series = create_series(org_id)
+    blocker = _blocking_job(org_id, series, idem)
+    result: list[httpx.Response] = []
+    sender = threading.Thread(target=lambda: result.append(_post(service, key, series, GOOD, idem)))
+    sender.start()
+    try:
+        for _ in range(cuts):
+            _terminate_waiting_insert()
+    finally:
+        blocker.rollback()  # a retry, on a new connection, then inserts unhindered
+        blocker.close()
+        sender.join(timeout=60)
+    assert result, "no answer"
+    return result[0]
+
+
 def test_an_upload_whose_connection_is_cut_mid_request_is_retried_once(
     service: str, org: tuple[int, str]
 ) -> None:
-    org_id, key = org
-    series = create_series(org_id)
-    blocker = _blocking_job(org_id, series, "cut-once")
-    result: list[httpx.Response] = []
-    sender = threading.Thread(
-        target=lambda: result.append(_post(service, key, series, GOOD, "cut-once"))
-    )
-    sender.start()
-    try:
-        _terminate_waiting_insert()
-    finally:
-        blocker.rollback()  # the retry, on a new connection, then inserts unhindered
-        blocker.close()
-    sender.join(timeout=60)
-    assert result and result[0].status_code == 202, result and result[0].text
+    answer = _upload_cutting_its_connection(service, org, "cut-once", cuts=1)
+    assert answer.status_code == 202, answer.text
 
 
 def test_an_upload_that_loses_its_connection_twice_is_a_503_with_retry_after(
     service: str, org: tuple[int, str]
 ) -> None:
-    org_id, key = org
-    series = create_series(org_id)
-    blocker = _blocking_job(org_id, series, "cut-twice")
-    result: list[httpx.Response] = []
-    sender = threading.Thread(
-        target=lambda: result.append(_post(service, key, series, GOOD, "cut-twice"))
-    )
-    sender.start()
-    try:
-        _terminate_waiting_insert()
-        _terminate_waiting_insert()  # the retry waits on the same uncommitted job
-    finally:
-        sender.join(timeout=60)
-        blocker.rollback()
-        blocker.close()
-    assert result, "no answer"
-    answer = result[0]
+    org_id = org[0]
+    answer = _upload_cutting_its_connection(service, org, "cut-twice", cuts=2)
     assert answer.status_code == 503, answer.text
     assert answer.headers["Retry-After"] == "1"
     assert answer.json()["status"]["code"] == 503
