@@ -1,0 +1,129 @@
+"""The web page's layout in headless Chromium: a phone-sized screen, long file names.
+
+Screenshots of the full page land in /tmp (bulkredeem-page-1280.png, bulkredeem-page-420.png)
+for a person to look at; the assertions measure what the eye would check.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from tests.webpage import PHONE, choose_upload, playwright_expect, shop, sign_in, wait_for_end
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
+pytest_plugins = ["tests.browser"]  # its fixtures: page, phone, any_width
+pytestmark = pytest.mark.timeout(300)
+
+LONG_NAME = "redemptions_diwali-2020_store-0042_till-07_export-final.v2.csv"
+# Where each line of an element's text starts: the characters' boxes, one Range per character.
+LINE_STARTS = """element => {
+  const walker = document.createTreeWalker(element, NodeFilter.SHOW_TEXT);
+  const chars = [];
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    for (let i = 0; i < node.data.length; i += 1) {
+      const range = document.createRange();
+      range.setStart(node, i);
+      range.setEnd(node, i + 1);
+      const box = range.getBoundingClientRect();
+      if (box.width > 0) chars.push({ char: node.data[i], top: Math.round(box.top) });
+    }
+  }
+  const starts = [];
+  chars.forEach((c, i) => { if (i > 0 && c.top > chars[i - 1].top + 2) starts.push(i); });
+  return { text: chars.map((c) => c.char).join(""), starts };
+}"""
+# What the eye checks on a narrow screen: nothing wider than the window but inside a box that
+# scrolls on its own.
+OVERFLOW = """() => {
+  const width = document.documentElement.clientWidth;
+  const header = document.querySelector("header.top").getBoundingClientRect();
+  const outside = [...document.querySelectorAll("body *")].filter((el) => {
+    if (el.closest(".scroll") && el !== el.closest(".scroll")) return false;
+    const box = el.getBoundingClientRect();
+    return box.width > 0 && (box.right > width + 0.5 || box.left < -0.5);
+  }).map((el) => `${el.tagName.toLowerCase()}#${el.id}.${el.className}`);
+  return {
+    width,
+    scrollWidth: document.documentElement.scrollWidth,
+    headerLeft: header.left,
+    headerWidth: header.width,
+    outside,
+  };
+}"""
+
+
+def _upload_and_finish(page: Page, org: tuple[int, str], tmp_path: Path, name: str) -> None:
+    series, path = shop(org[0], tmp_path, name)
+    sign_in(page, org[1])
+    choose_upload(page, series, path)
+    page.get_by_role("button", name="Upload").click()
+    wait_for_end(page, "COMPLETED_WITH_ERRORS")
+
+
+def _line_starts(page: Page, selector: str) -> dict[str, Any]:
+    found: dict[str, Any] = page.locator(selector).evaluate(LINE_STARTS)
+    return found
+
+
+def test_on_a_phone_sized_screen_nothing_scrolls_the_page_sideways(
+    phone: Page, org: tuple[int, str], tmp_path: Path
+) -> None:
+    _upload_and_finish(phone, org, tmp_path, LONG_NAME)
+    phone.screenshot(path="/tmp/bulkredeem-page-420.png", full_page=True)
+
+    seen = phone.evaluate(OVERFLOW)
+    assert seen["scrollWidth"] == seen["width"] == 420, seen
+    assert seen["outside"] == [], seen
+    # The dark header band spans the whole width, as it does on a wide screen.
+    assert seen["headerLeft"] == 0
+    assert seen["headerWidth"] == 420
+    # Every control can be reached without sideways scrolling: the upload button and the job's
+    # actions sit inside the window.
+    for name in ("Upload", "Download errors CSV", "Refresh"):
+        box = phone.get_by_role("button", name=name).bounding_box()
+        assert box is not None
+        assert box["x"] >= 0
+        assert box["x"] + box["width"] <= 420, name
+
+
+def test_on_a_wide_screen_the_page_keeps_its_layout(
+    page: Page, org: tuple[int, str], tmp_path: Path
+) -> None:
+    _upload_and_finish(page, org, tmp_path, LONG_NAME)
+    page.screenshot(path="/tmp/bulkredeem-page-1280.png", full_page=True)
+
+    seen = page.evaluate(OVERFLOW)
+    assert seen["scrollWidth"] == seen["width"] == 1280, seen
+    assert seen["outside"] == [], seen
+    # The jobs table is a table here: one row per job, its headers on top.
+    header = page.locator("#jobs-table thead")
+    playwright_expect()(header).to_be_visible()
+    row = page.locator("#jobs-rows tr").first
+    boxes = [c.bounding_box() for c in row.locator("td").all()]
+    assert len({round(b["y"]) for b in boxes if b}) == 1
+
+
+def test_a_long_file_name_wraps_at_its_separators_never_inside_a_word(
+    any_width: Page, org: tuple[int, str], tmp_path: Path
+) -> None:
+    page = any_width
+    _upload_and_finish(page, org, tmp_path, LONG_NAME)
+    wrapped = False
+    for selector in ("#job-file", "#jobs-rows tr:first-child td.file"):
+        shown = _line_starts(page, selector)
+        assert shown["text"] == LONG_NAME, selector
+        for start in shown["starts"]:
+            assert LONG_NAME[start - 1] in "_-.", (selector, LONG_NAME[:start])
+        wrapped = wrapped or bool(shown["starts"])
+        # The whole name stays one hover away, whatever the box shows of it.
+        playwright_expect()(page.locator(selector).locator("[title]").first).to_have_attribute(
+            "title", LONG_NAME
+        )
+    if page.viewport_size == PHONE:
+        # On a phone the name is too long for one line: it did wrap, so the check above bit.
+        assert wrapped, "the name was not wrapped at all"
