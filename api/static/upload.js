@@ -2,7 +2,7 @@
 // and a banner that follows the job it made until that job ends.
 
 import { apiJson } from "./api.js";
-import { $, announce, clearError, showError } from "./dom.js";
+import { $, announce, clearError, fileName, showError } from "./dom.js";
 import { plural } from "./format.js";
 import { columnsOf, delimiterName } from "./header.js";
 import { TERMINAL, openJob } from "./job.js";
@@ -25,16 +25,16 @@ function newRequestKey() {
   return `web-${[...bytes].map((b) => b.toString(16).padStart(2, "0")).join("")}`;
 }
 
-function banner(text, tone = "ok") {
+function banner(parts, tone = "ok") {
   const box = $("upload-result");
-  box.textContent = text;
+  box.replaceChildren(...parts);
   box.className = `notice ${tone}`;
 }
 
 /** Takes the banner down: another job is on view, the user signed out or picks a new file. */
 export function dropBanner() {
   uploaded = null;
-  banner("");
+  banner([]);
 }
 
 /** Keeps the banner in step with the uploaded job (a listener of the job view's news). */
@@ -46,12 +46,13 @@ export function followUpload(jobId, job) {
   }
   const name = uploaded.fileName;
   if (!TERMINAL.has(job.status)) {
-    banner(`Uploaded ${name}: job #${jobId} is ${job.status.toLowerCase()}.`);
+    banner(["Uploaded ", fileName(name), `: job #${jobId} is ${job.status.toLowerCase()}.`]);
     return;
   }
   const p = job.progress;
   const rows = `${plural(p.rowsSucceeded, "row")} succeeded, ${p.rowsFailed} failed`;
-  banner(`Job #${jobId} (${name}) ended ${job.status}: ${rows}.`, BANNER_CLASSES[job.status]);
+  const ended = `) ended ${job.status}${job.dryRun ? " (dry run)" : ""}: ${rows}.`;
+  banner([`Job #${jobId} (`, fileName(name), ended], BANNER_CLASSES[job.status]);
 }
 
 function showColumns(file) {
@@ -170,7 +171,7 @@ export async function onUpload(event) {
     loadJobs();
     openJob(jobId); // drops the banner of an earlier upload, whose job leaves the view
     uploaded = { jobId, fileName: file.name };
-    banner(`Uploaded ${file.name}: job #${jobId} is queued.`);
+    banner(["Uploaded ", fileName(file.name), `: job #${jobId} is queued.`]);
   } catch (error) {
     showError(errorBox, error);
     announce(`Upload refused: ${error.message}`);
