@@ -120,6 +120,8 @@ def test_a_long_file_name_wraps_at_its_separators_never_inside_a_word(
         for start in shown["starts"]:
             assert LONG_NAME[start - 1] in "_-.", (selector, LONG_NAME[:start])
         wrapped = wrapped or bool(shown["starts"])
+        # Read out as one name, not as pieces ("redemptions_ diwali-" ...).
+        assert LONG_NAME in page.locator(selector).aria_snapshot()
         # The whole name stays one hover away, whatever the box shows of it.
         playwright_expect()(page.locator(selector).locator("[title]").first).to_have_attribute(
             "title", LONG_NAME
@@ -127,3 +129,18 @@ def test_a_long_file_name_wraps_at_its_separators_never_inside_a_word(
     if page.viewport_size == PHONE:
         # On a phone the name is too long for one line: it did wrap, so the check above bit.
         assert wrapped, "the name was not wrapped at all"
+
+
+def test_a_name_piece_wider_than_its_box_ends_in_an_ellipsis_never_breaks(
+    phone: Page, org: tuple[int, str], tmp_path: Path
+) -> None:
+    name = "redemptions" + "x" * 60 + ".csv"
+    _upload_and_finish(phone, org, tmp_path, name)
+    shown = _line_starts(phone, "#job-file")
+    assert all(name[start - 1] == "." for start in shown["starts"]), shown
+    box = phone.locator("#job-file .file-name")
+    # Cut at the box's edge (text-overflow: ellipsis), not wider than the screen.
+    assert box.evaluate("el => el.scrollWidth > el.clientWidth")
+    assert box.evaluate("el => getComputedStyle(el).textOverflow") == "ellipsis"
+    assert box.evaluate("el => el.getBoundingClientRect().right") <= 420
+    playwright_expect()(box).to_have_attribute("title", name)

@@ -57,8 +57,9 @@ export function cell(content, className, label) {
 }
 
 /**
- * A file name that wraps only after `_`, `-`, `.` or a space, never inside a word: each piece
- * stays whole, and one too long for its box ends in an ellipsis, the full name in the title.
+ * A file name that wraps only after `_`, `-`, `.` or a space, never inside a word: a <wbr> marks
+ * each place, and app.css forbids any other. A piece too long for its box ends in an ellipsis;
+ * the full name is the title. Plain text between the <wbr>s: a screen reader reads one name.
  */
 export function fileName(name) {
   const whole = document.createElement("span");
@@ -66,9 +67,7 @@ export function fileName(name) {
   whole.title = name;
   nameSegments(name).forEach((segment, index) => {
     if (index > 0) whole.append(document.createElement("wbr"));
-    const piece = document.createElement("span");
-    piece.textContent = segment;
-    whole.append(piece);
+    whole.append(segment);
   });
   return whole;
 }
