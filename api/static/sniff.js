@@ -86,9 +86,9 @@ export function uploadable(kind) {
   return UPLOADABLE.has(kind);
 }
 
-/** Why the page will not upload the file, and what to do instead. */
-export function refusal(name, kind) {
-  if (kind === "empty") return `${name} is empty: it has no header row and no redemptions.`;
+/** Why the page will not upload the file, and what to do instead: "is ..., not a CSV file." */
+export function refusal(kind) {
+  if (kind === "empty") return "is empty: it has no header row and no redemptions.";
   const [what, advice] = KINDS[kind];
-  return `${name} is ${what}, not a CSV file. ${advice}`;
+  return `is ${what}, not a CSV file. ${advice}`;
 }

@@ -58,13 +58,14 @@ export function followUpload(jobId, job) {
 function showColumns(file) {
   const info = $("file-info");
   const { cells, delimiter, looksLikeHeader } = columns;
-  info.textContent = `${file.name}: ${plural(cells.length, "column")}, ${delimiterName(delimiter)}-separated, `
+  const shape = `${plural(cells.length, "column")}, ${delimiterName(delimiter)}-separated, `
     + (looksLikeHeader ? "with a header row." : "no header row (its first line is data).");
+  info.replaceChildren(fileName(file.name), `: ${shape}`);
 }
 
 function refuseFile(file, kind) {
   const info = $("file-info");
-  info.textContent = refusal(file.name, kind);
+  info.replaceChildren(fileName(file.name), ` ${refusal(kind)}`);
   info.classList.add("refused");
   $("upload-button").disabled = true;
 }
@@ -91,7 +92,7 @@ export async function onFileChosen() {
   }
   if (choice !== choosing) return;
   if (seen === null) {
-    info.textContent = `${file.name} could not be read.`;
+    info.replaceChildren(fileName(file.name), " could not be read.");
   } else if (!uploadable(seen.kind)) {
     refuseFile(file, seen.kind);
   } else {
