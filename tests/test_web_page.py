@@ -353,3 +353,46 @@ def test_the_page_loads_its_modules_without_a_failed_request(page: Page) -> None
     assert failed == []
     assert "main.js" in loaded
     assert "upload.js" in loaded
+
+
+HOLD_UPLOAD_ANSWER = """(() => {
+  const realFetch = window.fetch;
+  window.fetch = async (input, init) => {
+    const response = await realFetch(input, init);
+    if (String(input).includes("/upload/redeemFile/")) {
+      document.documentElement.dataset.uploadHeld = "true";
+      await new Promise((resolve) => { window.releaseUpload = resolve; });
+    }
+    return response;
+  };
+})();"""
+
+
+def test_a_file_chosen_while_an_upload_is_on_its_way_stays_for_the_next_upload(
+    page: Page, org: tuple[int, str], tmp_path: Path
+) -> None:
+    expect = playwright_expect()
+    org_id, key = org
+    series, path = shop(org_id, tmp_path)
+    # The upload's answer waits until the test lets it through.
+    page.add_init_script(HOLD_UPLOAD_ANSWER)
+    page.reload()
+    sign_in(page, key)
+    choose_upload(page, series, path)
+    page.get_by_role("button", name="Upload").click()
+    expect(page.locator("html")).to_have_attribute("data-upload-held", "true")
+    upload = page.get_by_role("button", name="Uploading…")
+    expect(upload).to_be_disabled()
+
+    following = write_csv(tmp_path / "next.csv", ["redeemedDateInMillis"], [[SAMPLE_MS]])
+    page.get_by_label("File (CSV)").set_input_files(str(following))
+    # Still one upload at a time: choosing a file does not offer a second one meanwhile.
+    expect(upload).to_be_disabled()
+    page.evaluate("window.releaseUpload()")
+
+    expect(page.locator("#upload-result")).to_contain_text("Uploaded redeemed.csv: job #")
+    assert page.locator("#file").evaluate("input => input.files[0].name") == "next.csv"
+    expect(page.locator("#file-info")).to_have_text(
+        "next.csv: 1 column, comma-separated, with a header row."
+    )
+    expect(page.get_by_role("button", name="Upload")).to_be_enabled()

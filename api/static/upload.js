@@ -19,6 +19,8 @@ let choosing = 0; // the latest file choice: an older one's late reading is drop
 // lost), the form gets the job it already made; any change makes it a new request.
 let requestKey = null;
 let uploaded = null; // {jobId, fileName} of the upload the banner follows
+let sending = false;
+let refused = false; // the chosen file is not one the page uploads
 
 function newRequestKey() {
   const bytes = crypto.getRandomValues(new Uint8Array(16)); // randomUUID needs HTTPS; this does not
@@ -63,11 +65,17 @@ function showColumns(file) {
   info.replaceChildren(fileName(file.name), `: ${shape}`);
 }
 
+/** Upload is offered unless an upload is on its way or the chosen file is refused. */
+function offerUpload() {
+  $("upload-button").disabled = sending || refused;
+}
+
 function refuseFile(file, kind) {
   const info = $("file-info");
   info.replaceChildren(fileName(file.name), ` ${refusal(kind)}`);
   info.classList.add("refused");
-  $("upload-button").disabled = true;
+  refused = true;
+  offerUpload();
 }
 
 export async function onFileChosen() {
@@ -77,7 +85,8 @@ export async function onFileChosen() {
   const choice = choosing;
   columns = null;
   info.classList.remove("refused");
-  $("upload-button").disabled = false;
+  refused = false;
+  offerUpload();
   if (file) dropBanner();
   if (!file) {
     info.textContent = NO_FILE;
@@ -111,8 +120,12 @@ export function onFormChanged() {
   requestKey = null;
 }
 
-/** Empties what would send the same file again; the series and identifiers stay for the next. */
-function clearSentFile() {
+/**
+ * Empties what would send the same file again; the series and identifiers stay for the next.
+ * A file chosen while the upload was on its way is the next one: it stays.
+ */
+function clearSentFile(sent) {
+  if ($("file").files[0] !== sent) return;
   $("file").value = "";
   columns = null;
   requestKey = null;
@@ -158,7 +171,8 @@ export async function onUpload(event) {
   requestKey ??= newRequestKey();
 
   const button = $("upload-button");
-  button.disabled = true;
+  sending = true;
+  offerUpload();
   button.textContent = "Uploading…";
   try {
     const body = await apiJson(`/coupon/api/v1/upload/redeemFile/${encodeURIComponent(seriesId)}`, {
@@ -167,7 +181,7 @@ export async function onUpload(event) {
       headers: { "Idempotency-Key": requestKey },
     });
     const jobId = body.result.redeemUploadJobStatuses[0].jobId;
-    clearSentFile();
+    clearSentFile(file);
     announce(`Uploaded ${file.name} as job ${jobId}.`);
     loadJobs();
     openJob(jobId); // drops the banner of an earlier upload, whose job leaves the view
@@ -177,7 +191,8 @@ export async function onUpload(event) {
     showError(errorBox, error);
     announce(`Upload refused: ${error.message}`);
   } finally {
-    button.disabled = false;
+    sending = false;
+    offerUpload();
     button.textContent = "Upload";
   }
 }
