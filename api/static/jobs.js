@@ -16,7 +16,7 @@ export function whenJobChosen(callback) {
   open = callback;
 }
 
-export function statusBadge(status) {
+function statusBadge(status) {
   const badge = document.createElement("span");
   badge.className = `badge status-${status.toLowerCase()}`;
   badge.textContent = status;

@@ -182,7 +182,6 @@ export async function onUpload(event) {
     });
     const jobId = body.result.redeemUploadJobStatuses[0].jobId;
     clearSentFile(file);
-    announce(`Uploaded ${file.name} as job ${jobId}.`);
     loadJobs();
     openJob(jobId); // drops the banner of an earlier upload, whose job leaves the view
     uploaded = { jobId, fileName: file.name };
