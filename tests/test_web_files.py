@@ -220,3 +220,17 @@ def test_the_report_is_saved_under_the_name_content_disposition_gives(
         header,
     )
     assert found == name
+
+
+def test_an_empty_file_is_said_to_be_empty(
+    page: Page, org: tuple[int, str], tmp_path: Path
+) -> None:
+    expect = playwright_expect()
+    path = tmp_path / "nothing.csv"
+    path.write_bytes(b"")
+    sign_in(page, org[1])
+    _choose(page, path)
+    expect(page.locator("#file-info")).to_have_text(
+        "nothing.csv is empty: it has no header row and no redemptions."
+    )
+    expect(page.get_by_role("button", name="Upload")).to_be_disabled()
