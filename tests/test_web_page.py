@@ -1,17 +1,11 @@
 """The web page at `/`, end to end in headless Chromium against a real API and a real worker.
 
-The API runs as a uvicorn process sharing the test session's database, Redis, queue and file
-store, so that the session's Celery worker applies the jobs the page uploads. Chromium is
-Debian's (`/usr/bin/chromium`), driven by Playwright's Python package; it is installed with
-apt-get when missing, and the tests skip, saying why, only when that cannot be done.
+The fixtures (Chromium, the API in a process of its own, the page) are tests/browser.py's.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-from collections.abc import Iterator
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,121 +14,23 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.factories import SAMPLE_MS, create_coupon, create_customer, create_series, write_csv
-from tests.processes import Process, service_env
-from tests.processes import api as start_api
+from tests.webpage import (
+    GOOD_ROWS,
+    cells,
+    choose_upload,
+    playwright_expect,
+    shop,
+    sign_in,
+    wait_for_end,
+)
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page
+    from playwright.sync_api import Page, Response
 
+pytest_plugins = ["tests.browser"]  # its fixtures: page, phone, any_width
 pytestmark = pytest.mark.timeout(300)  # a fresh machine first spends up to a minute on apt-get
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SCREENSHOT = Path("/tmp/bulkredeem-page.png")
-JOB_MS = 60_000  # how long the page may take to show a job's end
-# The sample header, spelt as a person would: the page must map it by name.
-HEADER = ["Redeemed Date In Millis", "Redeemed At", "Mobile", "coupon code", "Bill Id", "Notes"]
-GOOD_ROWS = 20
-
-
-def _install_chromium() -> str | None:
-    """Installs Debian's chromium; the reason it could not, or None."""
-    if not hasattr(os, "geteuid") or os.geteuid() != 0:
-        return "not root, so apt-get cannot install it"
-    if shutil.which("apt-get") is None:
-        return "no apt-get on this machine"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
-        try:
-            done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return f"{' '.join(command)}: {exc}"
-        if done.returncode != 0:
-            return f"{' '.join(command)} failed: {(done.stdout + done.stderr)[-500:]}"
-    return None if CHROMIUM.exists() else "apt-get installed chromium, but not as /usr/bin/chromium"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright's Python package")
-    if not CHROMIUM.exists():
-        reason = _install_chromium()
-        if reason is not None:
-            pytest.skip(f"no Chromium at {CHROMIUM}: {reason}")
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
-
-
-@pytest.fixture(scope="module")
-def base_url(
-    database_url: str, worker: Process, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """The API over HTTP, in a uvicorn process of its own on the session's services."""
-    api, url = start_api(service_env(), tmp_path_factory.mktemp("web") / "api.log")
-    try:
-        yield url
-    finally:
-        api.stop()
-
-
-@pytest.fixture
-def page(browser: Browser, base_url: str) -> Iterator[Page]:
-    context = browser.new_context(
-        base_url=base_url, accept_downloads=True, viewport={"width": 1280, "height": 800}
-    )
-    opened = context.new_page()
-    crashes: list[str] = []
-    opened.on("pageerror", lambda error: crashes.append(str(error)))
-    opened.goto("/")
-    yield opened
-    context.close()
-    assert crashes == [], f"the page's script threw: {crashes}"
-
-
-def _expect() -> Any:
-    from playwright.sync_api import expect
-
-    return expect
-
-
-def _sign_in(page: Page, key: str) -> None:
-    page.get_by_label("API key").fill(key)
-    page.get_by_role("button", name="Sign in").click()
-    _expect()(page.locator("#workspace")).to_be_visible()
-
-
-def _shop(org_id: int, tmp_path: Path) -> tuple[int, Path]:
-    """A series with GOOD_ROWS issued coupons, and a file redeeming them plus three bad rows."""
-    series = create_series(org_id, name="Diwali 2020")
-    create_series(org_id, name="A newer series")  # listed first: the test must pick
-    rows: list[list[object]] = []
-    for i in range(GOOD_ROWS):
-        mobile = f"98{i:08d}"
-        customer = create_customer(org_id, mobile=mobile)
-        create_coupon(org_id, series, f"WEB{i:04d}", issued_to=customer)
-        rows.append([SAMPLE_MS + i, "T1", mobile, f"WEB{i:04d}", f"B{i}", f"note {i}"])
-    rows.insert(5, [SAMPLE_MS, "T1", "9800000001", "NOSUCHCOUPON", "B", "unknown coupon"])
-    rows.insert(12, ["yesterday", "T1", "9800000002", "WEB0002", "B", "bad date"])
-    rows.append([SAMPLE_MS, "T1", "9800000003", "ALSONOSUCH", "B", "unknown too"])
-    return series, write_csv(tmp_path / "redeemed.csv", HEADER, rows)
-
-
-def _choose_upload(page: Page, series: int, path: Path) -> None:
-    page.get_by_label("Coupon series").select_option(str(series))
-    page.get_by_label("Customers are named by").select_option("MOBILE")
-    page.get_by_label("Coupons are named by").select_option("COUPON_CODE")
-    page.get_by_label("File (CSV)").set_input_files(str(path))
-    _expect()(page.locator("#mapping")).to_be_visible()
 
 
 def _mapping(page: Page) -> dict[str, str]:
@@ -145,34 +41,21 @@ def _mapping(page: Page) -> dict[str, str]:
     return mapped
 
 
-def _cells(page: Page, rows: str) -> list[list[str]]:
-    cells: list[list[str]] = page.eval_on_selector_all(
-        rows, "rows => rows.map(r => [...r.cells].map(c => c.textContent.trim()))"
-    )
-    return cells
-
-
-def _wait_for_end(page: Page, status: str) -> None:
-    expect = _expect()
-    expect(page.locator("#job-status")).to_have_text(status, timeout=JOB_MS)
-    expect(page.locator("#job")).to_have_attribute("data-done", "true", timeout=JOB_MS)
-
-
 def test_a_wrong_key_is_refused_with_a_clear_message(page: Page) -> None:
-    _expect()(page.get_by_label("API key")).to_be_focused()
+    playwright_expect()(page.get_by_label("API key")).to_be_focused()
     page.get_by_label("API key").fill("not-a-key")
     page.get_by_role("button", name="Sign in").click()
 
     alert = page.locator("#sign-in-error")
-    _expect()(alert).to_be_visible()
-    _expect()(alert).to_contain_text("This API key was refused")
-    _expect()(alert).to_contain_text("(401)")
+    playwright_expect()(alert).to_be_visible()
+    playwright_expect()(alert).to_contain_text("This API key was refused")
+    playwright_expect()(alert).to_contain_text("(401)")
     assert page.locator("#workspace").is_hidden()
     assert page.evaluate("sessionStorage.length") == 0
 
 
 def test_sign_in_with_the_keyboard_alone_then_sign_out(page: Page, org: tuple[int, str]) -> None:
-    expect = _expect()
+    expect = playwright_expect()
     expect(page.get_by_label("API key")).to_be_focused()
     page.keyboard.type(org[1])
     page.keyboard.press("Tab")
@@ -194,14 +77,14 @@ def test_sign_in_with_the_keyboard_alone_then_sign_out(page: Page, org: tuple[in
 def test_an_upload_with_bad_rows_shows_live_progress_its_errors_and_the_apis_report(
     page: Page, org: tuple[int, str], base_url: str, tmp_path: Path
 ) -> None:
-    expect = _expect()
+    expect = playwright_expect()
     org_id, key = org
-    series, path = _shop(org_id, tmp_path)
-    _sign_in(page, key)
+    series, path = shop(org_id, tmp_path)
+    sign_in(page, key)
     expect(page.locator("#series option")).to_have_text(
         [f"A newer series (#{series + 1})", f"Diwali 2020 (#{series})"]
     )
-    _choose_upload(page, series, path)
+    choose_upload(page, series, path)
     expect(page.locator("#file-info")).to_contain_text("6 columns, comma-separated, with a header")
 
     # Every column's dropdown is labelled by its key.
@@ -237,11 +120,19 @@ def test_an_upload_with_bad_rows_shows_live_progress_its_errors_and_the_apis_rep
 
     page.get_by_role("button", name="Upload").click()
     expect(refused).to_be_hidden()
-    expect(page.locator("#upload-result")).to_contain_text("is queued")
+    banner = page.locator("#upload-result")
+    expect(banner).to_contain_text("Uploaded redeemed.csv: job #")
     job_id = int(page.locator("#job").get_attribute("data-job-id") or 0)
     expect(page.locator("#job-title")).to_have_text(f"Job #{job_id}")
 
-    _wait_for_end(page, "COMPLETED_WITH_ERRORS")
+    wait_for_end(page, "COMPLETED_WITH_ERRORS")
+    # The banner followed the job to its end: it no longer says it is queued.
+    expect(banner).to_have_text(
+        f"Job #{job_id} (redeemed.csv) ended COMPLETED_WITH_ERRORS: "
+        f"{GOOD_ROWS} rows succeeded, 3 failed."
+    )
+    # A whole number of rows per second, grouped as the locale groups: "27,008", not "27,008.2".
+    expect(page.locator("#job-rate")).to_have_text(re.compile(r"^(-|\d{1,3}(,\d{3})*)$"))
     bar = page.get_by_label("Progress")
     assert bar.evaluate("bar => bar.value") == 100
     expect(bar).to_have_attribute("aria-valuenow", "100")
@@ -255,7 +146,7 @@ def test_an_upload_with_bad_rows_shows_live_progress_its_errors_and_the_apis_rep
     assert page.locator("#job").get_attribute("data-transport") == "sse"
     assert int(page.locator("#job").get_attribute("data-sse-events") or 0) >= 1
 
-    assert _cells(page, "#summary-rows tr") == [
+    assert cells(page, "#summary-rows tr") == [
         ["702", "COUPON_NOT_FOUND", "2"],
         ["729", "INVALID_REDEMPTION_DATE", "1"],
     ]
@@ -270,19 +161,24 @@ def test_an_upload_with_bad_rows_shows_live_progress_its_errors_and_the_apis_rep
     job_row = page.locator(f'#jobs-rows tr[data-job-id="{job_id}"]')
     expect(job_row.locator("td.status")).to_have_text("COMPLETED_WITH_ERRORS")
     expect(job_row.locator("td.failed")).to_have_text("3")
-    expect(job_row).to_contain_text("redeemed.csv")
+    expect(job_row.locator("td.file")).to_have_text("redeemed.csv")
+    expect(job_row.locator("td.series")).to_have_text(f"Diwali 2020 (#{series})")
 
     with page.expect_download() as download_info:
         page.get_by_role("button", name="Download errors CSV").click()
     download = download_info.value
-    assert download.suggested_filename == f"job-{job_id}-errors.csv"
-    from_page = Path(download.path()).read_bytes()
     from_api = httpx.get(
         f"{base_url}/v1/jobs/{job_id}/errors.csv",
         headers={"Authorization": f"Bearer {key}"},
         trust_env=False,
     )
     assert from_api.status_code == 200
+    # Saved under the API's name for it, not one the page made up.
+    assert from_api.headers["content-disposition"] == (
+        f'attachment; filename="redeemed-errors-{job_id}.csv"'
+    )
+    assert download.suggested_filename == f"redeemed-errors-{job_id}.csv"
+    from_page = Path(download.path()).read_bytes()
     assert from_page == from_api.content
     assert from_page.startswith(b"Redeemed Date In Millis,Redeemed At,Mobile,coupon code,")
     assert from_page.count(b"\r\n") == 4
@@ -303,14 +199,14 @@ def test_without_the_event_stream_the_page_polls_until_the_job_ends(
         [[SAMPLE_MS, "T", "9700000000", "POLL1"], [SAMPLE_MS, "T", "9700000000", "POLL1"]],
     )
     page.route("**/v1/jobs/*/events", lambda route: route.abort())
-    _sign_in(page, key)
-    _choose_upload(page, series, path)
+    sign_in(page, key)
+    choose_upload(page, series, path)
     page.get_by_role("button", name="Upload").click()
 
-    _wait_for_end(page, "COMPLETED_WITH_ERRORS")
+    wait_for_end(page, "COMPLETED_WITH_ERRORS")
     assert page.locator("#job").get_attribute("data-transport") == "polling"
-    _expect()(page.get_by_label("Progress")).to_have_attribute("aria-valuenow", "100")
-    assert _cells(page, "#summary-rows tr") == [["790", "DUPLICATE_REDEMPTION", "1"]]
+    playwright_expect()(page.get_by_label("Progress")).to_have_attribute("aria-valuenow", "100")
+    assert cells(page, "#summary-rows tr") == [["790", "DUPLICATE_REDEMPTION", "1"]]
 
 
 def test_the_page_and_its_files_are_served_outside_the_openapi_document(
@@ -320,9 +216,183 @@ def test_the_page_and_its_files_are_served_outside_the_openapi_document(
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     assert "script-src 'self'" in page.headers["content-security-policy"]
-    assert client.get("/static/app.js").headers["content-type"].startswith("text/javascript")
     assert client.get("/static/app.css").headers["content-type"].startswith("text/css")
-    for name in ("index.html", "..%2Froutes%2Fui.py", "nothing.js"):
+    for name in ("index.html", "app.js", "..%2Froutes%2Fui.py", "nothing.js", "main.js.map"):
         assert client.get(f"/static/{name}").status_code == 404
     paths = client.get("/openapi.json").json()["paths"]
     assert not [path for path in paths if path == "/" or path.startswith("/static")]
+
+
+def _jobs_of(base_url: str, key: str) -> list[dict[str, Any]]:
+    answer = httpx.get(
+        f"{base_url}/v1/jobs", headers={"Authorization": f"Bearer {key}"}, trust_env=False
+    )
+    assert answer.status_code == 200
+    items: list[dict[str, Any]] = answer.json()["items"]
+    return items
+
+
+def test_after_an_upload_the_form_holds_nothing_that_would_send_it_again(
+    page: Page, org: tuple[int, str], base_url: str, tmp_path: Path
+) -> None:
+    expect = playwright_expect()
+    org_id, key = org
+    series, path = shop(org_id, tmp_path)
+    sign_in(page, key)
+    choose_upload(page, series, path)
+    page.get_by_label("Details (optional)").fill("first and only")
+    page.get_by_role("button", name="Upload").click()
+    expect(page.locator("#upload-result")).to_contain_text("Uploaded redeemed.csv: job #")
+
+    # The file, its mapping and its details are gone; the series and identifiers stay.
+    assert page.locator("#file").evaluate("input => input.files.length") == 0
+    expect(page.locator("#mapping")).to_be_hidden()
+    expect(page.get_by_label("Details (optional)")).to_have_value("")
+    expect(page.locator("#file-info")).to_have_text("Pick a file to map its columns.")
+    expect(page.get_by_label("Coupon series")).to_have_value(str(series))
+
+    # One more click sends nothing: it asks for a file.
+    page.get_by_role("button", name="Upload").click()
+    expect(page.locator("#upload-error")).to_have_text("Pick a CSV file.")
+    wait_for_end(page, "COMPLETED_WITH_ERRORS")
+    assert len(_jobs_of(base_url, key)) == 1
+
+    # The banner goes with the job it followed once that job leaves the view.
+    expect(page.locator("#upload-result")).to_contain_text("ended COMPLETED_WITH_ERRORS")
+    page.get_by_role("button", name="Close").click()
+    expect(page.locator("#upload-result")).to_have_text("")
+
+
+LOSE_FIRST_UPLOAD_ANSWER = """(() => {
+  const realFetch = window.fetch;
+  let lost = 0;
+  window.fetch = async (input, init) => {
+    const response = await realFetch(input, init);
+    if (String(input).includes("/upload/redeemFile/") && lost === 0) {
+      lost += 1;
+      await response.arrayBuffer();
+      document.documentElement.dataset.lostAnswers = String(lost);
+      throw new TypeError("Failed to fetch");
+    }
+    return response;
+  };
+})();"""
+
+
+def test_an_upload_sent_again_after_its_answer_was_lost_makes_one_job(
+    page: Page, org: tuple[int, str], base_url: str, tmp_path: Path
+) -> None:
+    expect = playwright_expect()
+    org_id, key = org
+    series, path = shop(org_id, tmp_path)
+    # The request reaches the real service, which makes the job; its answer never reaches the
+    # page. (Playwright's own routing cannot forward a file's bytes, so the page's fetch is
+    # wrapped instead, before the page's modules load.)
+    page.add_init_script(LOSE_FIRST_UPLOAD_ANSWER)
+    page.reload()
+    sign_in(page, key)
+    choose_upload(page, series, path)
+    page.get_by_role("button", name="Upload").click()
+    expect(page.locator("#upload-error")).to_contain_text("The service cannot be reached.")
+    expect(page.locator("html")).to_have_attribute("data-lost-answers", "1")
+    made = _jobs_of(base_url, key)
+    assert len(made) == 1
+
+    # The same form sent again: the service answers with the job the lost answer named (which
+    # the worker may have finished meanwhile).
+    page.get_by_role("button", name="Upload").click()
+    job_id = made[0]["jobId"]
+    expect(page.locator("#job")).to_have_attribute("data-job-id", str(job_id))
+    expect(page.locator("#upload-result")).to_contain_text(
+        re.compile(rf"(Uploaded redeemed\.csv: job|Job) #{job_id}\b")
+    )
+    wait_for_end(page, "COMPLETED_WITH_ERRORS")
+    assert [job["jobId"] for job in _jobs_of(base_url, key)] == [made[0]["jobId"]]
+
+
+IMPORT = re.compile(r"""^\s*import\s[^;]*?\sfrom\s+"\./([\w-]+\.js)";""", re.MULTILINE | re.DOTALL)
+
+
+def test_every_module_the_page_imports_is_served_as_javascript(client: TestClient) -> None:
+    static = Path(__file__).resolve().parent.parent / "api" / "static"
+    index = (static / "index.html").read_text()
+    entry = re.findall(r'<script type="module" src="/static/([\w-]+\.js)"></script>', index)
+    assert entry == ["main.js"]
+    seen: set[str] = set()
+    todo = list(entry)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        answer = client.get(f"/static/{name}")
+        assert answer.status_code == 200, name
+        # A browser runs a module only when it comes as JavaScript (and nosniff holds it to that).
+        assert answer.headers["content-type"] == "text/javascript; charset=utf-8", name
+        assert answer.headers["x-content-type-options"] == "nosniff"
+        todo.extend(IMPORT.findall(answer.text))
+    # Every module in the folder is reached from the entry: none is dead, none is missed.
+    assert seen == {path.name for path in static.glob("*.js")}
+    assert len(seen) >= 10
+
+
+def test_the_page_loads_its_modules_without_a_failed_request(page: Page) -> None:
+    failed: list[str] = []
+    page.on("requestfailed", lambda request: failed.append(request.url))
+
+    def refused(response: Response) -> None:
+        if response.status >= 400:
+            failed.append(f"{response.status} {response.url}")
+
+    page.on("response", refused)
+    page.reload()
+    playwright_expect()(page.get_by_label("API key")).to_be_focused()
+    loaded = page.evaluate(
+        "performance.getEntriesByType('resource').map(e => e.name.split('/').pop())"
+    )
+    assert failed == []
+    assert "main.js" in loaded
+    assert "upload.js" in loaded
+
+
+HOLD_UPLOAD_ANSWER = """(() => {
+  const realFetch = window.fetch;
+  window.fetch = async (input, init) => {
+    const response = await realFetch(input, init);
+    if (String(input).includes("/upload/redeemFile/")) {
+      document.documentElement.dataset.uploadHeld = "true";
+      await new Promise((resolve) => { window.releaseUpload = resolve; });
+    }
+    return response;
+  };
+})();"""
+
+
+def test_a_file_chosen_while_an_upload_is_on_its_way_stays_for_the_next_upload(
+    page: Page, org: tuple[int, str], tmp_path: Path
+) -> None:
+    expect = playwright_expect()
+    org_id, key = org
+    series, path = shop(org_id, tmp_path)
+    # The upload's answer waits until the test lets it through.
+    page.add_init_script(HOLD_UPLOAD_ANSWER)
+    page.reload()
+    sign_in(page, key)
+    choose_upload(page, series, path)
+    page.get_by_role("button", name="Upload").click()
+    expect(page.locator("html")).to_have_attribute("data-upload-held", "true")
+    upload = page.get_by_role("button", name="Uploading…")
+    expect(upload).to_be_disabled()
+
+    following = write_csv(tmp_path / "next.csv", ["redeemedDateInMillis"], [[SAMPLE_MS]])
+    page.get_by_label("File (CSV)").set_input_files(str(following))
+    # Still one upload at a time: choosing a file does not offer a second one meanwhile.
+    expect(upload).to_be_disabled()
+    page.evaluate("window.releaseUpload()")
+
+    expect(page.locator("#upload-result")).to_contain_text("Uploaded redeemed.csv: job #")
+    assert page.locator("#file").evaluate("input => input.files[0].name") == "next.csv"
+    expect(page.locator("#file-info")).to_have_text(
+        "next.csv: 1 column, comma-separated, with a header row."
+    )
+    expect(page.get_by_role("button", name="Upload")).to_be_enabled()

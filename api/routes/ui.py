@@ -1,4 +1,4 @@
-"""The operators' web page: `/` and its three static files, kept out of the OpenAPI document."""
+"""The operators' web page: `/` and its static files, kept out of the OpenAPI document."""
 
 from __future__ import annotations
 
@@ -10,10 +10,14 @@ from fastapi.responses import FileResponse
 from core.errors import not_found
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
-# A fixed list rather than a directory listing: nothing else under api/ can ever be served.
+TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+# The page's scripts (ES modules: a browser runs one only when it is served as JavaScript) and
+# its style sheet, listed once at start. Only a name in this list is served, so nothing else
+# under api/ ever can be, and a module added to static/ needs no line here.
 ASSETS = {
-    "app.js": "text/javascript; charset=utf-8",
-    "app.css": "text/css; charset=utf-8",
+    path.name: TYPES[path.suffix]
+    for path in STATIC.iterdir()
+    if path.suffix in TYPES and path.is_file()
 }
 # The page talks to this origin only and runs no inline script: a key typed into it cannot be
 # sent elsewhere by injected markup.
