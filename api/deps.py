@@ -63,7 +63,7 @@ def admit(match: keys.KeyMatch | None, bucket: Bucket) -> int:
             keys.touch(session, match)
     settings = get_settings()
     per_minute = (
-        settings.uploads_per_minute if bucket is Bucket.UPLOADS else settings.polls_per_minute
+        settings.uploads_per_minute if bucket is Bucket.UPLOADS else settings.requests_per_minute
     )
     retry = get_limiter().retry_after(match.org_id, bucket.value, per_minute)
     if retry is not None:

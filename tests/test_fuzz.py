@@ -37,13 +37,13 @@ def fuzz_auth(database_url: str) -> Iterator[dict[str, str]]:
     with admin_transaction() as session:
         _, issued = keys.create_org(session, f"fuzz-{uuid.uuid4().hex[:8]}")
     limits = get_settings()
-    saved = (limits.uploads_per_minute, limits.polls_per_minute, limits.events_max_seconds)
+    saved = (limits.uploads_per_minute, limits.requests_per_minute, limits.events_max_seconds)
     # The fuzzer would trip the rate limits long before it found anything interesting.
-    limits.uploads_per_minute = limits.polls_per_minute = 0
+    limits.uploads_per_minute = limits.requests_per_minute = 0
     # A job the fuzzer made may never run here: its event stream must not wait for its end.
     limits.events_max_seconds = 1.0
     yield {"Authorization": f"Bearer {issued.key}"}
-    limits.uploads_per_minute, limits.polls_per_minute, limits.events_max_seconds = saved
+    limits.uploads_per_minute, limits.requests_per_minute, limits.events_max_seconds = saved
 
 
 @schema.parametrize()

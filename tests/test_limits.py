@@ -56,7 +56,7 @@ def test_polling_over_the_orgs_rate_gets_429_and_other_orgs_are_not_affected(
     from core import keys
     from core.db import admin_transaction
 
-    monkeypatch.setattr(get_settings(), "polls_per_minute", 5)
+    monkeypatch.setattr(get_settings(), "requests_per_minute", 5)
     codes = [client.get("/v1/jobs", headers=auth).status_code for _ in range(6)]
     # The window is a calendar minute: a boundary crossed mid-loop resets the count.
     assert codes[:5] == [200] * 5 and codes[5] in (429, 200)
@@ -110,3 +110,15 @@ def test_an_orgs_jobs_beyond_its_cap_wait_queued_and_start_in_order(
         assert all(ends[i]["finished_at"] <= ends[i + 1]["started_at"] for i in range(2))
     finally:
         rig.close()
+
+
+def test_the_request_rate_is_still_read_under_its_first_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from core.settings import Settings
+
+    monkeypatch.delenv("BULKREDEEM_REQUESTS_PER_MINUTE", raising=False)
+    monkeypatch.setenv("BULKREDEEM_POLLS_PER_MINUTE", "7")
+    assert Settings().requests_per_minute == 7
+    monkeypatch.setenv("BULKREDEEM_REQUESTS_PER_MINUTE", "9")  # the new name wins
+    assert Settings().requests_per_minute == 9
