@@ -28,7 +28,7 @@ import httpx
 
 from bench import services
 from bench.chaos_checks import Check, Inputs, check_all
-from bench.chaos_faults import KINDS, Fault, Injector, Rig, plan
+from bench.chaos_faults import KINDS, REDIS_RESTART, Fault, Injector, Rig, plan
 from bench.chaos_scenario import Scenario, Shape, create_reference, plan_uploads
 from bench.chaos_traffic import (
     Answers,
@@ -297,7 +297,8 @@ def _chaos(
         answers,
         owner,
         base_url,
-        None if ended_at is None or last is None else ended_at - last.ended,
+        ended_at,
+        None if last is None else last.ended,
     )
     result.checks = check_all(inputs)
     if sampler.failures:
@@ -340,6 +341,8 @@ def report(result: ChaosResult, out: TextIO = sys.stdout) -> None:
             f"slowest recovery after one fault: first progress {shown} after the {fault.kind}"
             f" at {fault.started:.1f} s ({fault.detail or 'no detail'})",
         )
+    for line in from_the_logs(result):
+        _say(out, line)
     _say(out, "")
     for check in result.checks:
         _say(out, check.line())
@@ -348,6 +351,30 @@ def report(result: ChaosResult, out: TextIO = sys.stdout) -> None:
     if result.log_dir is not None:
         _say(out, f"logs: {result.log_dir}")
     _say(out, result.summary())
+
+
+def _count_in_logs(log_dir: Path, pattern: str, marker: str) -> int:
+    total = 0
+    for log in log_dir.glob(pattern):
+        with log.open(errors="replace") as handle:
+            total += sum(marker in line for line in handle)
+    return total
+
+
+def from_the_logs(result: ChaosResult) -> list[str]:
+    """What the processes' logs say the faults did: figures, not invariants."""
+    if result.log_dir is None or not result.log_dir.is_dir():
+        return []
+    logs = result.log_dir
+    outages = sum(f.kind == REDIS_RESTART for f in result.faults)
+    lost = _count_in_logs(logs, "worker-*.log", "'lease_lost'")
+    taken = _count_in_logs(logs, "worker-*.log", "'not_claimed'")
+    limiter = _count_in_logs(logs, "api.log", "rate limiter unavailable")
+    return [
+        f"slices that stopped, their lease lost to another worker: {lost}",
+        f"deliveries that found their job taken or ended: {taken}",
+        f"'rate limiter unavailable' warnings of the API: {limiter} over {outages} Redis outages",
+    ]
 
 
 def parse_args(argv: list[str] | None) -> ChaosConfig:

@@ -127,7 +127,8 @@ class Inputs:
     answers: Answers
     database_url: str  # the owner's URL of the run's database
     base_url: str
-    ended_after: float | None  # seconds the jobs took to end after the faults, None: not all
+    ended_at: float | None  # when every job had ended, in the run's seconds; None: not all
+    last_fault_ended: float | None
 
 
 def files_of_jobs(inputs: Inputs, jobs: dict[int, JobRow]) -> dict[int, JobFile]:
@@ -206,11 +207,12 @@ def check_ended(inputs: Inputs, jobs: dict[int, JobRow]) -> Check:
         for j in sorted(bad, key=lambda j: j.id)
     ]
     attempts = Counter(job.attempts for job in jobs.values())
-    took = (
-        f"all ended {inputs.ended_after:.1f} s after the last fault"
-        if inputs.ended_after is not None
-        else "not all ended in time"
-    )
+    if inputs.ended_at is None:
+        took = "not all ended in time"
+    else:
+        took = f"all ended by {inputs.ended_at:.1f} s into the run"
+        if inputs.last_fault_ended is not None:
+            took += f" (the last fault was over at {inputs.last_fault_ended:.1f} s)"
     return Check(
         "every job ended, none stuck or failed",
         not bad and bool(jobs),
