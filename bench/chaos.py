@@ -29,7 +29,13 @@ import httpx
 from bench import services
 from bench.chaos_checks import Check, Inputs, check_all
 from bench.chaos_faults import KINDS, REDIS_RESTART, Fault, Injector, Rig, plan
-from bench.chaos_scenario import Scenario, Shape, create_reference, plan_uploads
+from bench.chaos_scenario import (
+    ReferenceDataError,
+    Scenario,
+    Shape,
+    create_reference,
+    plan_uploads,
+)
 from bench.chaos_traffic import (
     Answers,
     Poller,
@@ -212,7 +218,10 @@ def run(config: ChaosConfig, out: TextIO = sys.stdout) -> ChaosResult:
             rig.start_beat(wait=True)
             _say(out, f"API on {base_url}, {config.workers} workers and beat on queue {queue}")
             with httpx.Client(base_url=base_url, timeout=120.0) as http:
-                scenario = create_reference(http, orgs, config.shape(), config.seed)
+                try:
+                    scenario = create_reference(http, orgs, config.shape(), config.seed)
+                except ReferenceDataError as exc:
+                    raise ServiceError(f"{exc}; see {log_dir / 'api.log'}") from exc
             plan_uploads(scenario, config.shape(), config.seed)
             _say(out, _describe(scenario))
             _chaos(config, scenario, rig, base_url, owner, result, out)

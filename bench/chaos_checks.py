@@ -169,13 +169,17 @@ def check_uploads(inputs: Inputs, jobs: dict[int, JobRow]) -> Check:
         if job.idempotency_key is not None:
             jobs_by_key[job.idempotency_key].append(job)
     problems: list[str] = []
-    conflicts = same = 0
+    conflicts = same = conflicting_first = 0
     for key, outcomes in sorted(by_key.items()):
         made = jobs_by_key.get(key, [])
         if len(made) != 1:
             problems.append(f"key {key} has {len(made)} jobs")
             continue
         winner = made[0]
+        # Sent at the same moment, any of them may come first: the key is then that one's.
+        conflicting_first += any(
+            o.request.conflicting and o.request.file.sha256 == winner.file_sha256 for o in outcomes
+        )
         for outcome in outcomes:
             if outcome.request.file.sha256 == winner.file_sha256:
                 if outcome.job_id != winner.id:
@@ -194,7 +198,8 @@ def check_uploads(inputs: Inputs, jobs: dict[int, JobRow]) -> Check:
         "the same idempotency key, the same job",
         not problems,
         f"{len(by_key)} keys, {len(inputs.outcomes)} requests: {same} got their key's job,"
-        f" {conflicts} got 409 (conflicting requests sent: {expected_conflicts});"
+        f" {conflicts} got 409 (conflicting requests sent: {expected_conflicts}, of which"
+        f" {conflicting_first} came first and took the key);"
         f" {len(problems)} wrong" + _examples(problems),
     )
 
@@ -203,7 +208,7 @@ def check_ended(inputs: Inputs, jobs: dict[int, JobRow]) -> Check:
     statuses = Counter(job.status for job in jobs.values())
     bad = [j for j in jobs.values() if j.status not in ENDED_WELL]
     examples = [
-        f"job {j.id} {j.status} after {j.attempts} attempts ({(j.failure_reason or '')[:160]})"
+        f"job {j.id} {j.status} after {j.attempts} attempts ({(j.failure_reason or '')[:300]})"
         for j in sorted(bad, key=lambda j: j.id)
     ]
     attempts = Counter(job.attempts for job in jobs.values())

@@ -148,14 +148,16 @@ class Shape:
     upload_window: float  # seconds over which the uploads are spread
 
 
-class ReferenceError(RuntimeError):
+class ReferenceDataError(RuntimeError):
     """The reference API refused the run's data: the run cannot start."""
 
 
 def _post(http: httpx.Client, key: str, path: str, body: dict[str, Any]) -> Any:
     response = http.post(path, json=body, headers={"Authorization": f"Bearer {key}"})
     if response.status_code not in (200, 201):
-        raise ReferenceError(f"POST {path} answered {response.status_code}: {response.text[:500]}")
+        raise ReferenceDataError(
+            f"POST {path} answered {response.status_code}: {response.text[:500]}"
+        )
     return response.json()
 
 
