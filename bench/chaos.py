@@ -39,11 +39,12 @@ from bench.chaos_scenario import (
 from bench.chaos_traffic import (
     Answers,
     Poller,
+    Sample,
     Sampler,
     Stall,
     Uploader,
-    first_progress_after,
     longest_stall,
+    recovery_after,
 )
 from bench.processes import PROJECT_ROOT, RedisServer, ServiceError, ServiceProcesses
 
@@ -92,9 +93,10 @@ class ChaosResult:
     skipped: Counter[str] = field(default_factory=Counter)
     harness_errors: list[str] = field(default_factory=list)
     stall: Stall = field(default_factory=lambda: Stall(0.0, 0.0))
-    recovery: float | None = None  # seconds to the first progress after the last fault
+    # Seconds from the last fault until every job running then had moved again (or ended).
+    recovery: float | None = None
     last_fault: Fault | None = None
-    # The slowest first progress after any one fault, and that fault (None: never again).
+    # The slowest such recovery after any one fault, and that fault (None: never).
     slowest: tuple[float | None, Fault] | None = None
     rows: int = 0
     wall_seconds: float = 0.0
@@ -288,19 +290,21 @@ def _chaos(
     # The jobs the API answered with; one whose upload never got an answer may not exist.
     expected = len({o.job_id for o in uploader.outcomes if o.job_id is not None})
     ended_at = _wait_for_jobs(owner, expected, config.settle_seconds, clock)
-    last = max(injector.faults, key=lambda f: f.ended, default=None)
+    last = max(injector.faults, key=lambda f: f.started, default=None)
     poller.stop()
     sampler.stop()
     result.last_fault = last
     result.stall = longest_stall(sampler.samples)
     if last is not None:
-        result.recovery = first_progress_after(sampler.samples, last.ended)
+        result.recovery = recovery_after(sampler.samples, last.started)
     for fault in injector.faults:
-        after = first_progress_after(sampler.samples, fault.ended)
+        after = recovery_after(sampler.samples, fault.started)
         slowest = result.slowest
         if slowest is None or (slowest[0] is not None and (after is None or after > slowest[0])):
             result.slowest = (after, fault)
     result.rows = sampler.samples[-1].processed if sampler.samples else 0
+    if result.log_dir is not None:
+        _write_timeline(result.log_dir, injector.faults, sampler.samples)
     inputs = Inputs(
         scenario,
         uploader.outcomes,
@@ -313,6 +317,19 @@ def _chaos(
     result.checks = check_all(inputs)
     if sampler.failures:
         _say(out, f"(the sampler missed {sampler.failures} reads)")
+
+
+def _write_timeline(log_dir: Path, faults: list[Fault], samples: list[Sample]) -> None:
+    """The faults and the progress samples beside the processes' logs, to read a stall by."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with (log_dir / "faults.txt").open("w") as handle:
+        for fault in faults:
+            handle.write(f"{fault.started:8.2f} {fault.ended:8.2f}  {fault.kind}: {fault.detail}\n")
+    with (log_dir / "progress.csv").open("w") as handle:
+        handle.write("seconds,waiting,processed,running\n")
+        for sample in samples:
+            running = " ".join(f"{job}:{rows}" for job, rows in sorted(sample.running.items()))
+            handle.write(f"{sample.at:.2f},{sample.waiting},{sample.processed},{running}\n")
 
 
 def report(result: ChaosResult, out: TextIO = sys.stdout) -> None:
@@ -341,15 +358,16 @@ def report(result: ChaosResult, out: TextIO = sys.stdout) -> None:
         _say(
             out,
             f"recovery after the last fault ({last.kind} at {last.started:.1f} s, over at"
-            f" {last.ended:.1f} s): first progress {recovery} later",
+            f" {last.ended:.1f} s): every job running then moved again {recovery} after it"
+            " began",
         )
     if result.slowest is not None:
         after, fault = result.slowest
         shown = "never" if after is None else f"{after:.1f} s"
         _say(
             out,
-            f"slowest recovery after one fault: first progress {shown} after the {fault.kind}"
-            f" at {fault.started:.1f} s ({fault.detail or 'no detail'})",
+            f"slowest recovery after one fault: {shown}, after the {fault.kind} at"
+            f" {fault.started:.1f} s ({fault.detail or 'no detail'})",
         )
     for line in from_the_logs(result):
         _say(out, line)
@@ -380,10 +398,13 @@ def from_the_logs(result: ChaosResult) -> list[str]:
     lost = _count_in_logs(logs, "worker-*.log", "'lease_lost'")
     taken = _count_in_logs(logs, "worker-*.log", "'not_claimed'")
     limiter = _count_in_logs(logs, "api.log", "rate limiter unavailable")
+    # How a server out of connections (a shared one, say) refuses the service's new ones.
+    refused = _count_in_logs(logs, "*.log", "remaining connection slots are reserved")
     return [
         f"slices that stopped, their lease lost to another worker: {lost}",
         f"deliveries that found their job taken or ended: {taken}",
         f"'rate limiter unavailable' warnings of the API: {limiter} over {outages} Redis outages",
+        f"connections Postgres refused, its max_connections reached: {refused}",
     ]
 
 

@@ -194,6 +194,7 @@ class Sample:
     at: float  # seconds since the run began
     waiting: int  # jobs QUEUED or RUNNING
     processed: int  # rows processed over all jobs
+    running: dict[int, int]  # each RUNNING job's rows processed
 
 
 class Sampler(threading.Thread):
@@ -217,16 +218,15 @@ class Sampler(threading.Thread):
             try:
                 if conn is None or conn.closed:
                     conn = psycopg.connect(self.database_url, autocommit=True, connect_timeout=5)
-                row = conn.execute(
-                    "SELECT count(*) FILTER (WHERE status IN ('QUEUED', 'RUNNING')),"
-                    " coalesce(sum(rows_processed), 0) FROM upload_jobs"
-                ).fetchone()
+                rows = conn.execute("SELECT id, status, rows_processed FROM upload_jobs").fetchall()
             except psycopg.Error:
                 self.failures += 1
                 conn = None
                 continue
-            assert row is not None
-            self.samples.append(Sample(self.clock(), int(row[0]), int(row[1])))
+            waiting = sum(1 for row in rows if row[1] in ("QUEUED", "RUNNING"))
+            processed = sum(int(row[2]) for row in rows)
+            running = {int(row[0]): int(row[2]) for row in rows if row[1] == "RUNNING"}
+            self.samples.append(Sample(self.clock(), waiting, processed, running))
         if conn is not None:
             conn.close()
 
@@ -254,19 +254,22 @@ def longest_stall(samples: list[Sample]) -> Stall:
     return best
 
 
-def first_progress_after(samples: list[Sample], moment: float) -> float | None:
-    """Seconds from `moment` to the first row processed after it; 0 when no job was waiting
-    then, None when none was ever processed again."""
+def recovery_after(samples: list[Sample], moment: float) -> float | None:
+    """Seconds from `moment` until every job RUNNING then has processed a row again or ended:
+    0 when none was running, None when one never moved again."""
     before = [s for s in samples if s.at <= moment]
     if not before:
         return None
-    base = before[-1]
-    if base.waiting == 0:
-        return 0.0
+    stuck = dict(before[-1].running)
     for sample in samples:
-        if sample.at > moment and (sample.processed != base.processed or sample.waiting == 0):
+        if sample.at <= moment:
+            continue
+        for job_id, processed in list(stuck.items()):
+            if sample.running.get(job_id, processed + 1) != processed:
+                del stuck[job_id]  # it moved, or it is no longer RUNNING (it ended)
+        if not stuck:
             return sample.at - moment
-    return None
+    return None if stuck else 0.0
 
 
 def fetch_json(http: httpx.Client, answers: Answers, path: str, key: str) -> Any:

@@ -7,10 +7,8 @@ and every invariant the long run checks must hold.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
@@ -35,9 +33,11 @@ SHORT = ChaosConfig(
 
 
 @pytest.mark.timeout(420)
-def test_short_chaos_run_keeps_every_invariant(tmp_path: Path) -> None:
+def test_short_chaos_run_keeps_every_invariant() -> None:
     out = io.StringIO()
-    result = run(dataclasses.replace(SHORT, out_dir=tmp_path), out)
+    # Its logs stay in bench/out/chaos/ (not a pytest temporary directory, which later runs
+    # remove): a failure here is looked into there.
+    result = run(SHORT, out)
     report(result, out)
     text = out.getvalue()
     print(text)
