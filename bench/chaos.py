@@ -435,8 +435,10 @@ def parse_args(argv: list[str] | None) -> ChaosConfig:
     args = parser.parse_args(argv)
     if args.workers < 2:
         parser.error("--workers must be at least 2 (one stays up while another is hit)")
-    if args.seconds <= 0 or args.jobs < 2 or args.rows_per_job < 1:
-        parser.error("--seconds, --jobs (at least 2) and --rows-per-job must be positive")
+    if args.seconds <= 0 or args.fault_every <= 0 or args.jobs < 2 or args.rows_per_job < 1:
+        parser.error(
+            "--seconds, --fault-every, --jobs (at least 2) and --rows-per-job must be positive"
+        )
     return ChaosConfig(
         seed=args.seed,
         seconds=args.seconds,

@@ -52,6 +52,8 @@ class Fault:
 
 def plan(seed: int, first: float, last: float, every: float) -> list[float]:
     """When the faults come: gaps drawn around `every` seconds, from `first` to `last`."""
+    if every <= 0:
+        raise ValueError("faults must come at a positive mean gap")
     rng = random.Random(f"chaos-faults-{seed}")
     times: list[float] = []
     at = first + rng.uniform(0, every)
@@ -196,6 +198,8 @@ class Injector(threading.Thread):
                 SELECT DISTINCT application_name FROM pg_stat_activity
                 WHERE datname = current_database() AND application_name LIKE %s
                   AND xact_start IS NOT NULL
+                  -- The sweeps' transactions (of jobs, of webhooks) are not a job's.
+                  AND query NOT ILIKE '%%br_sweep%%' AND query NOT ILIKE '%%webhook%%'
                 """,
                 (WORKER_APP + "%",),
             )
