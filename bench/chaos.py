@@ -275,10 +275,8 @@ def _chaos(
     sampler.start()
     uploader.start()
     poller.start()
-    injector.start()
     try:
-        while clock() < config.seconds and injector.is_alive():
-            time.sleep(0.2)
+        injector.run(until=config.seconds)
     finally:
         injector.finish()
     result.faults = injector.faults
@@ -290,6 +288,12 @@ def _chaos(
     # The jobs the API answered with; one whose upload never got an answer may not exist.
     expected = len({o.job_id for o in uploader.outcomes if o.job_id is not None})
     ended_at = _wait_for_jobs(owner, expected, config.settle_seconds, clock)
+    # Whatever the faults killed was started again: a process down now died by itself, and
+    # the run does not say what it set out to say.
+    down = [c.name for c in [*rig.workers, rig.beat] if c is not None and not c.alive]
+    down += [] if rig.redis.running else ["redis-server"]
+    if down:
+        result.harness_errors.append(f"not running at the end: {', '.join(down)}")
     last = max(injector.faults, key=lambda f: f.started, default=None)
     poller.stop()
     sampler.stop()

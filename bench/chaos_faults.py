@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import random
 import signal
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -92,11 +91,15 @@ class Rig:
         return self.beat
 
 
-class Injector(threading.Thread):
-    """Injects the planned faults at their times; `finish` undoes what is still pending."""
+class Injector:
+    """Injects the planned faults at their times; `finish` undoes what is still pending.
+
+    It runs on the main thread, which lives as long as the run: the children it starts again
+    die with the thread that started them (PR_SET_PDEATHSIG, bench/processes.py), and a
+    Redis or worker restarted from a thread of its own was SIGTERMed when that thread ended.
+    """
 
     def __init__(self, rig: Rig, seed: int, times: list[float], clock: Callable[[], float]) -> None:
-        super().__init__(name="chaos-faults", daemon=True)
         self.rig = rig
         self.rng = random.Random(f"chaos-targets-{seed}")
         self.times = list(times)
@@ -108,30 +111,27 @@ class Injector(threading.Thread):
         self._later: list[tuple[float, str, Callable[[], None]]] = []
         self._down: set[int] = set()  # worker slots killed or stopped, not yet back
         self._redis_down = False
-        self._halt = threading.Event()
         self._conn: psycopg.Connection[Any] | None = None
         self._broker = Celery(broker=rig.redis.url)
         self._broker.conf.broker_connection_timeout = 2
 
     # --- the loop ------------------------------------------------------------------------------
 
-    def run(self) -> None:
+    def run(self, until: float) -> None:
+        """Inject the faults due before `until` (the run's clock), each at its time."""
         try:
-            while not self._halt.is_set():
-                now = self.clock()
+            while (now := self.clock()) < until:
                 self._run_due(now)
                 if self.times and self.times[0] <= now:
                     self.times.pop(0)
                     self._inject(now)
-                self._halt.wait(TICK)
+                time.sleep(TICK)
         except Exception as exc:  # reported in the summary: a harness that broke says so
             log.exception("fault injector")
             self.errors.append(f"fault injector stopped: {type(exc).__name__}: {exc}")
 
     def finish(self) -> None:
-        """Stop injecting and do at once what the faults left pending (restarts, SIGCONT)."""
-        self._halt.set()
-        self.join(timeout=60)
+        """Do at once what the faults left pending (restarts, SIGCONT)."""
         for _, what, action in sorted(self._later, key=lambda item: item[0]):
             self._attempt(what, action)
         self._later.clear()

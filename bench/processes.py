@@ -3,6 +3,8 @@ them, and (for the chaos run) a redis-server of its own.
 
 Each child leads its own process group and dies with the bench (PR_SET_PDEATHSIG), so that a
 Ctrl-C, an exception or a kill of the bench never leaves a worker behind on the shared Redis.
+That signal comes when the *thread* that started the child ends, not the process: start
+children from the main thread (or one that lives as long as they should).
 """
 
 from __future__ import annotations
