@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,13 +153,27 @@ class ReferenceDataError(RuntimeError):
     """The reference API refused the run's data: the run cannot start."""
 
 
+SETUP_TRIES = 5  # the data is set up before any fault: a 5xx then is the server's load
+
+
 def _post(http: httpx.Client, key: str, path: str, body: dict[str, Any]) -> Any:
-    response = http.post(path, json=body, headers={"Authorization": f"Bearer {key}"})
-    if response.status_code not in (200, 201):
-        raise ReferenceDataError(
-            f"POST {path} answered {response.status_code}: {response.text[:500]}"
-        )
-    return response.json()
+    """POST reference data; sent again (a few times) when the answer is a 5xx or none, as on
+    a shared Postgres out of connections: the run is about the faults that come later."""
+    problem = ""
+    for attempt in range(SETUP_TRIES):
+        if attempt:
+            time.sleep(1.0)
+        try:
+            response = http.post(path, json=body, headers={"Authorization": f"Bearer {key}"})
+        except httpx.HTTPError as exc:
+            problem = repr(exc)
+            continue
+        if response.status_code in (200, 201):
+            return response.json()
+        problem = f"{response.status_code}: {response.text[:500]}"
+        if response.status_code < 500:
+            break
+    raise ReferenceDataError(f"POST {path} answered {problem}")
 
 
 def create_reference(
