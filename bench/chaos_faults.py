@@ -198,8 +198,9 @@ class Injector:
                 SELECT DISTINCT application_name FROM pg_stat_activity
                 WHERE datname = current_database() AND application_name LIKE %s
                   AND xact_start IS NOT NULL
-                  -- The sweeps' transactions (of jobs, of webhooks) are not a job's.
-                  AND query NOT ILIKE '%%br_sweep%%' AND query NOT ILIKE '%%webhook%%'
+                  -- A job's statements (claim, heartbeat, chunk), not a sweep's or a ping's.
+                  AND (query ILIKE '%%upload_jobs%%' OR query ILIKE '%%br_stage%%'
+                       OR query ILIKE '%%redemptions%%')
                 """,
                 (WORKER_APP + "%",),
             )
