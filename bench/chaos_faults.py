@@ -200,7 +200,8 @@ class Injector:
                   AND xact_start IS NOT NULL
                   -- A job's statements (claim, heartbeat, chunk), not a sweep's or a ping's.
                   AND (query ILIKE '%%upload_jobs%%' OR query ILIKE '%%br_stage%%'
-                       OR query ILIKE '%%redemptions%%')
+                       OR query ILIKE '%%redemptions%%' OR query ILIKE '%%coupon%%'
+                       OR query ILIKE '%%customer%%')
                 """,
                 (WORKER_APP + "%",),
             )
