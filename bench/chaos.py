@@ -191,10 +191,11 @@ def run(config: ChaosConfig, out: TextIO = sys.stdout) -> ChaosResult:
     database = f"bulkredeem_chaos_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     redis_server = RedisServer(run_dir / "redis")
     redis_server.start()
-    found = services.find(database=database, redis_url=redis_server.url)
-    _say(out, f"chaos seed {config.seed}: {found.where}; database {database}; logs {log_dir}")
-    services.recreate_database(found)
+    found: services.Services | None = None
     try:
+        found = services.find(database=database, redis_url=redis_server.url)
+        _say(out, f"chaos seed {config.seed}: {found.where}; database {database}; logs {log_dir}")
+        services.recreate_database(found)
         services.migrate(found)
         orgs = [services.create_org(found, f"chaos-{config.seed}-{n}") for n in range(ORGS)]
         queue = f"chaos-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -229,7 +230,7 @@ def run(config: ChaosConfig, out: TextIO = sys.stdout) -> ChaosResult:
             _chaos(config, scenario, rig, base_url, owner, result, out)
     finally:
         redis_server.stop()
-        if not config.keep_database:
+        if found is not None and not config.keep_database:
             services.drop_database(found)
     result.wall_seconds = time.monotonic() - began
     return result
@@ -276,51 +277,66 @@ def _chaos(
     uploader.start()
     poller.start()
     try:
-        injector.run(until=config.seconds)
+        try:
+            injector.run(until=config.seconds)
+        finally:
+            injector.finish()
+        result.faults = injector.faults
+        result.skipped = injector.skipped
+        result.harness_errors += injector.errors
+        _say(
+            out,
+            f"faults over at {clock():.1f} s: {len(injector.faults)} injected; waiting for jobs",
+        )
+        if not uploader.join(timeout=300):
+            result.harness_errors.append("some upload requests were still going after 300 s")
+        # The jobs the API answered with; one whose upload never got an answer may not exist.
+        expected = len({o.job_id for o in uploader.outcomes if o.job_id is not None})
+        ended_at = _wait_for_jobs(owner, expected, config.settle_seconds, clock)
+        # Whatever the faults killed was started again: a process down now died by itself, and
+        # the run does not say what it set out to say.
+        down = [c.name for c in [*rig.workers, rig.beat] if c is not None and not c.alive]
+        down += [] if rig.redis.running else ["redis-server"]
+        if down:
+            result.harness_errors.append(f"not running at the end: {', '.join(down)}")
+        poller.stop()
+        sampler.stop()
+        last = _measure(result, injector.faults, sampler.samples)
+        inputs = Inputs(
+            scenario,
+            uploader.outcomes,
+            answers,
+            owner,
+            base_url,
+            ended_at,
+            None if last is None else last.ended,
+        )
+        result.checks = check_all(inputs)
+        if sampler.failures:
+            _say(out, f"(the sampler missed {sampler.failures} reads)")
     finally:
-        injector.finish()
-    result.faults = injector.faults
-    result.skipped = injector.skipped
-    result.harness_errors += injector.errors
-    _say(out, f"faults over at {clock():.1f} s: {len(injector.faults)} injected; waiting for jobs")
-    if not uploader.join(timeout=300):
-        result.harness_errors.append("some upload requests were still going after 300 s")
-    # The jobs the API answered with; one whose upload never got an answer may not exist.
-    expected = len({o.job_id for o in uploader.outcomes if o.job_id is not None})
-    ended_at = _wait_for_jobs(owner, expected, config.settle_seconds, clock)
-    # Whatever the faults killed was started again: a process down now died by itself, and
-    # the run does not say what it set out to say.
-    down = [c.name for c in [*rig.workers, rig.beat] if c is not None and not c.alive]
-    down += [] if rig.redis.running else ["redis-server"]
-    if down:
-        result.harness_errors.append(f"not running at the end: {', '.join(down)}")
-    last = max(injector.faults, key=lambda f: f.started, default=None)
-    poller.stop()
-    sampler.stop()
+        # Also when the harness itself broke: no thread goes on asking a service that is gone.
+        poller.stop()
+        sampler.stop()
+
+
+def _measure(result: ChaosResult, faults: list[Fault], samples: list[Sample]) -> Fault | None:
+    """The stall and recovery figures into `result`; the last fault."""
+    last = max(faults, key=lambda f: f.started, default=None)
     result.last_fault = last
-    result.stall = longest_stall(sampler.samples)
+    result.stall = longest_stall(samples)
     if last is not None:
-        result.recovery = recovery_after(sampler.samples, last.started)
-    for fault in injector.faults:
-        after = recovery_after(sampler.samples, fault.started)
+        result.recovery = recovery_after(samples, last.started)
+    for fault in faults:
+        after = recovery_after(samples, fault.started)
         slowest = result.slowest
+        # None (never moved again) is the slowest of all.
         if slowest is None or (slowest[0] is not None and (after is None or after > slowest[0])):
             result.slowest = (after, fault)
-    result.rows = sampler.samples[-1].processed if sampler.samples else 0
+    result.rows = samples[-1].processed if samples else 0
     if result.log_dir is not None:
-        _write_timeline(result.log_dir, injector.faults, sampler.samples)
-    inputs = Inputs(
-        scenario,
-        uploader.outcomes,
-        answers,
-        owner,
-        base_url,
-        ended_at,
-        None if last is None else last.ended,
-    )
-    result.checks = check_all(inputs)
-    if sampler.failures:
-        _say(out, f"(the sampler missed {sampler.failures} reads)")
+        _write_timeline(result.log_dir, faults, samples)
+    return last
 
 
 def _write_timeline(log_dir: Path, faults: list[Fault], samples: list[Sample]) -> None:
