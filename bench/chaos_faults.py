@@ -39,6 +39,7 @@ KINDS = (WORKER_KILL, WORKER_STOP, BEAT_KILL, REDIS_FLUSH, REDIS_RESTART, PG_TER
 WORKER_APP = "chaos-worker-"  # PGAPPNAME prefix: how the workers' backends are found
 TICK = 0.05
 MID_JOB_WAIT = 2.0  # how long a kill waits for its worker to be inside a transaction
+POSTPONE = 0.5  # seconds a fault waits when none of the kinds left can happen now
 
 
 @dataclass(frozen=True)
@@ -227,7 +228,8 @@ class Injector:
     def _inject(self, now: float) -> None:
         kind = self._next_kind()
         if kind is None:
-            self.skipped["nothing applicable"] += 1
+            # Only worker faults are left in the bag and a worker is down: a little later.
+            self.times.insert(0, now + POSTPONE)
             return
         try:
             detail, ended = self._do(kind)
