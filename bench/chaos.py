@@ -13,6 +13,7 @@ status is 0 when every invariant holds, 1 when one does not, 2 when the run coul
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -151,7 +152,8 @@ def _service_env(
         "BULKREDEEM_POLLS_PER_MINUTE": "1000000",
         # The shared Postgres has 100 connections for everyone: a small poll pool.
         "BULKREDEEM_DB_POOL_SIZE": "4",
-        "BULKREDEEM_LOG_FORMAT": "text",
+        # JSON lines (the default): the chunks' durations are read back from them.
+        "BULKREDEEM_LOG_FORMAT": "json",
     }
 
 
@@ -411,6 +413,23 @@ def _count_in_logs(log_dir: Path, pattern: str, marker: str) -> int:
     return total
 
 
+def _chunk_seconds(log_dir: Path) -> list[tuple[float, object]]:
+    """Each chunk's commit time and its job, from the workers' JSON log lines."""
+    found: list[tuple[float, object]] = []
+    for log in log_dir.glob("worker-*.log"):
+        with log.open(errors="replace") as handle:
+            for line in handle:
+                if '"chunk applied"' not in line:
+                    continue
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(entry, dict) and isinstance(entry.get("seconds"), int | float):
+                    found.append((float(entry["seconds"]), entry.get("job_id")))
+    return found
+
+
 def from_the_logs(result: ChaosResult) -> list[str]:
     """What the processes' logs say the faults did: figures, not invariants."""
     if result.log_dir is None or not result.log_dir.is_dir():
@@ -422,7 +441,19 @@ def from_the_logs(result: ChaosResult) -> list[str]:
     limiter = _count_in_logs(logs, "api.log", "rate limiter unavailable")
     # How a server out of connections (a shared one, say) refuses the service's new ones.
     refused = _count_in_logs(logs, "*.log", "remaining connection slots are reserved")
+    chunks = sorted(_chunk_seconds(logs), key=lambda c: c[0])
+    if chunks:
+        median = chunks[len(chunks) // 2][0]
+        slowest, job = chunks[-1]
+        over = sum(1 for seconds, _ in chunks if seconds > result.config.lease_seconds)
+        shown = (
+            f"chunks committed: {len(chunks)}, median {median:.2f} s, slowest {slowest:.1f} s"
+            f" (job {job}); {over} took longer than the lease"
+        )
+    else:
+        shown = "chunks committed: none found in the workers' logs"
     return [
+        shown,
         f"slices that stopped, their lease lost to another worker: {lost}",
         f"deliveries that found their job taken or ended: {taken}",
         f"'rate limiter unavailable' warnings of the API: {limiter} over {outages} Redis outages",
