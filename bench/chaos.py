@@ -64,7 +64,7 @@ class ChaosConfig:
     coupons_per_series: int = 1500
     idempotent_groups: int = 3
     identical: int = 4  # identical requests per group, sent at the same moment
-    fault_every: float = 3.0  # mean seconds between faults: 55 to 61 in 180 s (seeds 1-3)
+    fault_every: float = 3.0  # mean gap: 55 to 61 faults planned in 180 s, seeds 1-3
     lease_seconds: int = 3
     sweep_seconds: float = 1.0
     chunk_rows: int = 1000
