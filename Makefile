@@ -31,7 +31,7 @@ done
 endef
 PYTHON ?= $(shell $(find_python))
 
-.PHONY: help run test lint fmt clean clean-data install fuzz bench
+.PHONY: help run test lint fmt clean clean-data install fuzz bench chaos
 
 ROWS ?= 1000000
 BENCH_ARGS ?=
@@ -42,6 +42,7 @@ help:
 	@echo "make lint        ruff check, ruff format --check, mypy"
 	@echo "make fuzz        schemathesis against the API with 1000 examples per operation"
 	@echo "make bench       the benchmark of bench/README.md (ROWS=1000000; BENCH_ARGS=\"--upload-gb 1\" | \"--errors-csv 100000\" | \"--profile\")"
+	@echo "make chaos       seeded fault injection against real processes, then the invariants (CHAOS_ARGS=\"--seed 2 --seconds 180\")"
 	@echo "make fmt         ruff format and ruff check --fix"
 	@echo "make install     create .venv and install exactly the versions of requirements/lock.txt"
 	@echo "make clean       remove .venv and build junk (keeps .data)"
@@ -77,6 +78,11 @@ test: lint
 # Speed and memory, against a hand-written SQL lower bound and a naive loop (bench/README.md).
 bench: $(STAMP)
 	$(BIN)/python -m bench --rows $(ROWS) $(BENCH_ARGS)
+
+# Workers killed and stopped, Redis flushed and killed, backends terminated, messages doubled,
+# on a schedule from the seed; then the invariants (README.md, "Chaos run"). Takes minutes.
+chaos: $(STAMP)
+	$(BIN)/python -m bench.chaos $(CHAOS_ARGS)
 
 # The same schemathesis test as in `make test`, with many more examples per operation.
 FUZZ_EXAMPLES ?= 1000

@@ -2,7 +2,8 @@
 
 DATABASE_URL / REDIS_URL when set, else servers on 127.0.0.1:5432 / 6379 when they answer, else
 the embedded ones of cli/devservices.py. The bench database is dropped and created again at
-every run, and migrated with the project's own migrations.
+every run, and migrated with the project's own migrations; the chaos run names a database of
+its own and drops it at its end.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Services:
     admin_url: str | None  # DATABASE_ADMIN_URL moved to the bench database, when set
     redis_url: str
     where: str  # how they were found, for the report
+    database: str = BENCH_DATABASE
 
     @property
     def owner_url(self) -> str:
@@ -86,27 +88,41 @@ def tuned_postgres(pgdata: Path) -> str:
     return str(server.get_uri(database="postgres"))
 
 
-def find(postgres: str = "found") -> Services:
+def find_postgres() -> tuple[str, str | None, str]:
+    """The server's URL (DATABASE_URL, else the local one, else embedded), DATABASE_ADMIN_URL
+    when set, and how it was found."""
+    url = os.environ.get("DATABASE_URL")
+    admin = os.environ.get("DATABASE_ADMIN_URL")
+    if url:
+        return url, admin, "DATABASE_URL"
+    if admin:
+        return admin, None, "DATABASE_ADMIN_URL"
+    if _answers("127.0.0.1", 5432):
+        return "postgresql://postgres@127.0.0.1:5432/postgres", None, "Postgres on 127.0.0.1:5432"
+    from cli import devservices
+
+    return devservices.ensure_postgres(), None, "embedded Postgres (.data/pg)"
+
+
+def find(
+    postgres: str = "found", database: str = BENCH_DATABASE, redis_url: str | None = None
+) -> Services:
     """The services: as `make test` finds them, or (`postgres="tuned"`) a private tuned
-    Postgres in bench/out/pg with Redis found as usual."""
+    Postgres in bench/out/pg; `database` names the run's own; Redis is `redis_url` when
+    given (the chaos run's own), else found as usual."""
     where = []
-    url = os.environ.get("DATABASE_URL") if postgres == "found" else None
+    admin: str | None = None
     if postgres == "tuned":
         pgdata = Path(__file__).resolve().parent / "out" / "pg"
         url = tuned_postgres(pgdata)
         where.append("private tuned Postgres (bench/out/pg)")
-    elif url:
-        where.append("DATABASE_URL")
-    elif _answers("127.0.0.1", 5432):
-        url = "postgresql://postgres@127.0.0.1:5432/postgres"
-        where.append("Postgres on 127.0.0.1:5432")
     else:
-        from cli import devservices
-
-        url = devservices.ensure_postgres()
-        where.append("embedded Postgres (.data/pg)")
-    redis_url = os.environ.get("REDIS_URL")
+        url, admin, found_where = find_postgres()
+        where.append(found_where)
     if redis_url:
+        where.append(f"Redis of its own ({redis_url})")
+    elif os.environ.get("REDIS_URL"):
+        redis_url = os.environ["REDIS_URL"]
         where.append("REDIS_URL")
     elif _answers("127.0.0.1", 6379):
         redis_url = "redis://127.0.0.1:6379/0"
@@ -116,12 +132,12 @@ def find(postgres: str = "found") -> Services:
 
         redis_url = devservices.ensure_redis()
         where.append("embedded Redis (.data/redis)")
-    admin = os.environ.get("DATABASE_ADMIN_URL") if postgres == "found" else None
     return Services(
-        database_url=with_database(url, BENCH_DATABASE),
-        admin_url=with_database(admin, BENCH_DATABASE) if admin else None,
+        database_url=with_database(url, database),
+        admin_url=with_database(admin, database) if admin else None,
         redis_url=redis_url,
         where=", ".join(where),
+        database=database,
     )
 
 
@@ -130,11 +146,18 @@ def connect(url: str, **kwargs: Any) -> psycopg.Connection[Any]:
 
 
 def recreate_database(services: Services) -> None:
-    """Drop the bench database (ending its sessions) and create it empty."""
+    """Drop the run's database (ending its sessions) and create it empty."""
     with psycopg.connect(with_database(services.owner_url, "postgres"), autocommit=True) as conn:
-        name = sql.Identifier(BENCH_DATABASE)
+        name = sql.Identifier(services.database)
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
+
+
+def drop_database(services: Services) -> None:
+    """Drop the run's database, ending whatever sessions it still has."""
+    with psycopg.connect(with_database(services.owner_url, "postgres"), autocommit=True) as conn:
+        name = sql.Identifier(services.database)
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
 
 
 def migrate(services: Services) -> None:
