@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import DataError, DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import DomainError, ErrorKind
@@ -60,6 +60,21 @@ UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
 # The data exceptions a request's own values can cause: character_not_in_repertoire (a NUL),
 # numeric_value_out_of_range, string_data_right_truncation, datetime_field_overflow.
 INPUT_SQLSTATES = frozenset({"22021", "22003", "22001", "22008"})
+
+# The server is not there for this request: too many connections, shutting down or starting
+# up (class 57P0x), or the connection itself failed (class 08).
+UNAVAILABLE_SQLSTATES = frozenset({"53300", "57P01", "57P02", "57P03"})
+
+
+def _unavailable(exc: DBAPIError) -> bool:
+    if exc.connection_invalidated:
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    # No SQLSTATE on an OperationalError: psycopg could not connect at all.
+    return sqlstate is None or sqlstate in UNAVAILABLE_SQLSTATES or sqlstate.startswith("08")
+
 
 STATUS_BY_KIND = {
     ErrorKind.INVALID: 400,
@@ -139,12 +154,18 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(DBAPIError)
     async def database_error(request: Request, exc: DBAPIError) -> JSONResponse:
-        if exc.connection_invalidated:
-            # The server closed the connection under the request (a restart, a failover, a
-            # terminated backend): a client's error to retry, not ours to hide behind a 500.
-            log.warning("database connection lost during %s %s", request.method, request.url.path)
+        if _unavailable(exc):
+            # The server closed the connection under the request, or took no new one (a
+            # restart, a failover, a terminated backend, every connection slot taken): a
+            # moment's outage for the client to retry, not a fault to hide behind a 500.
+            log.warning(
+                "database unavailable during %s %s: %s",
+                request.method,
+                request.url.path,
+                str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__,
+            )
             return error_response(
-                503, "the database connection was lost; retry the request", retry_after=1
+                503, "the database is briefly unavailable; retry the request", retry_after=1
             )
         return await unexpected(request, exc)
 
