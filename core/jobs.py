@@ -286,7 +286,9 @@ def capillary_status(job: UploadJob) -> dict[str, Any]:
 
 
 def request_cancel(session: Session, org_id: int, job_id: int) -> UploadJob:
-    """A queued job ends at once; a running one at its next chunk boundary."""
+    """A job nobody is working on ends at once (queued, between slices, or waiting for its
+    retry after a loss, which may be minutes away); one a worker holds, at its next chunk
+    boundary."""
     job = session.execute(
         select(UploadJob)
         .where(UploadJob.id == job_id, UploadJob.org_id == org_id)
@@ -297,9 +299,11 @@ def request_cancel(session: Session, org_id: int, job_id: int) -> UploadJob:
     if job.status in TERMINAL:
         raise DomainError(ErrorKind.CONFLICT, f"the job has already ended ({job.status})")
     job.cancel_requested = True
-    if job.status == "QUEUED":
+    if job.status == "QUEUED" or job.lease_owner is None:
         job.status = "CANCELLED"
         job.finished_at = datetime.now(UTC)
+        job.retry_after = None
+        discard_dry_run(session, job.id)
     job.updated_at = datetime.now(UTC)
     session.flush()
     return job

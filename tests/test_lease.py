@@ -339,3 +339,25 @@ def test_the_sweeper_ends_a_session_frozen_in_the_middle_of_a_chunks_copy(
         frozen.close()
     row = job_row(job)
     assert (row["lease_owner"], row["stalled_losses"]) == (None, 1)
+
+
+def test_a_job_waiting_for_its_retry_is_cancelled_at_once(
+    org: tuple[int, str], series: int, database_url: str
+) -> None:
+    job = make_job(org[0], series, 1, database_url)
+    with admin_transaction() as session:
+        assert jobs.claim(session, job, "lost") is not None
+        session.execute(
+            text(
+                "UPDATE upload_jobs SET lost_at_record = next_record, stalled_losses = 1, "
+                "lease_expires_at = clock_timestamp() - interval '1 s' WHERE id = :id"
+            ),
+            {"id": job},
+        )
+        assert job not in jobs.sweep(session)  # lost twice at its first record: it waits
+    assert job_row(job)["retry_after"] is not None
+    with transaction(org[0]) as session:
+        cancelled = jobs.request_cancel(session, org[0], job)
+        assert (cancelled.status, cancelled.retry_after) == ("CANCELLED", None)
+    row = job_row(job)
+    assert (row["status"], row["lease_owner"]) == ("CANCELLED", None)
