@@ -279,7 +279,9 @@ def capillary_status(job: UploadJob) -> dict[str, Any]:
 
 
 def request_cancel(session: Session, org_id: int, job_id: int) -> UploadJob:
-    """A queued job ends at once; a running one at its next chunk boundary."""
+    """A job nobody is working on ends at once (queued, between slices, or waiting for its
+    retry after a loss, which may be minutes away); one a worker holds, at its next chunk
+    boundary."""
     job = session.execute(
         select(UploadJob)
         .where(UploadJob.id == job_id, UploadJob.org_id == org_id)
@@ -290,9 +292,11 @@ def request_cancel(session: Session, org_id: int, job_id: int) -> UploadJob:
     if job.status in TERMINAL:
         raise DomainError(ErrorKind.CONFLICT, f"the job has already ended ({job.status})")
     job.cancel_requested = True
-    if job.status == "QUEUED":
+    if job.status == "QUEUED" or job.lease_owner is None:
         job.status = "CANCELLED"
         job.finished_at = datetime.now(UTC)
+        job.retry_after = None
+        discard_dry_run(session, job.id)
     job.updated_at = datetime.now(UTC)
     session.flush()
     return job
@@ -572,6 +576,32 @@ def fail(session: Session, job_id: int, reason: str, token: str | None = None) -
 # --- the sweeper ---------------------------------------------------------------------------
 
 
+def end_frozen_copies(session: Session) -> int:
+    """End the service's sessions stuck in a COPY into a chunk's staging for over a lease.
+
+    A chunk copies its row errors in while it holds its job row locked; a worker frozen half-
+    way through (stopped) leaves its session waiting for the rest of the data, which is no
+    idle transaction to Postgres: only `statement_timeout` would end it, minutes later, and
+    the sweeper passes over the locked job meanwhile. These copies stream rows the chunk has
+    ready, in well under a second; one that waited on its client a lease is frozen. A role
+    may end its own sessions; those of other roles are not looked at.
+    """
+    ended = session.execute(
+        text(
+            """
+            SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 1000)) FROM pg_stat_activity
+            WHERE datname = current_database() AND usename = current_user
+              AND pid <> pg_backend_pid()
+              AND state = 'active' AND wait_event = 'ClientRead'
+              AND query LIKE 'COPY br\\_%'
+              AND state_change < clock_timestamp() - make_interval(secs => :lease)
+            """
+        ),
+        {"lease": get_settings().lease_seconds},
+    ).scalar_one()
+    return int(ended)
+
+
 # Between losses at the same record the next attempt waits this many leases, doubling, up to
 # the cap: a job that cannot get past a record stops hammering the database, and a failover
 # that took every job down once costs none of them a wait.
@@ -598,6 +628,7 @@ def sweep(session: Session, *, stale_seconds: float | None = None) -> list[int]:
         text("SELECT set_config('idle_in_transaction_session_timeout', :idle, true)"),
         {"idle": idle_limit_ms()},
     )
+    end_frozen_copies(session)
     rows = session.execute(
         text("SELECT br_sweep(:max_attempts, :stale, :backoff, :backoff_max) AS id"),
         {

@@ -78,7 +78,7 @@ def run_slice(job_id: int, *, slice_seconds: float | None = None) -> SliceResult
                 jobs.fail(session, job_id, "the uploaded file is no longer stored", token)
             return SliceResult.DONE
         except Exception as exc:
-            # Give the lease back at once so that the sweeper retries soon (attempts are counted).
+            # Let the lease lapse at once: the sweeper records the loss and retries soon.
             log.exception("job %s: slice failed", job_id)
             with jobs.lease_transaction(org_id) as session:
                 jobs.release(session, job_id, token, f"{type(exc).__name__}: {exc}")

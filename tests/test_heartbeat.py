@@ -170,3 +170,22 @@ def test_a_slice_stalled_before_its_first_commit_keeps_its_lease(
             text("SELECT status, rows_succeeded FROM upload_jobs WHERE id = :id"), {"id": job_id}
         ).one()
     assert (status, succeeded) == ("COMPLETED", 1)
+
+
+def test_a_beat_passes_over_the_row_its_own_chunk_holds_and_renews_once_it_is_free(
+    job: tuple[int, int], database_url: str
+) -> None:
+    org_id, job_id = job
+    assert claim(org_id, job_id, "worker-1")
+    _, claimed_until = live_lease(job_id)
+    with psycopg.connect(database_url) as chunk:  # as the chunk's fence holds it
+        chunk.execute("SELECT 1 FROM upload_jobs WHERE id = %s FOR UPDATE", (job_id,))
+        started = time.monotonic()
+        with transaction(org_id) as session:
+            assert jobs.heartbeat(session, job_id, "worker-1") is True  # still ours
+            assert jobs.heartbeat(session, job_id, "intruder") is False
+        assert time.monotonic() - started < 1  # did not wait for the chunk
+        assert lease(job_id)[1] == claimed_until
+    with transaction(org_id) as session:
+        assert jobs.heartbeat(session, job_id, "worker-1") is True
+    assert live_lease(job_id)[1] > claimed_until

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import psycopg
 import pytest
 from sqlalchemy import text
 
 from core import jobs, pipeline
-from core.apply import LeaseLost
-from core.db import admin_transaction
+from core.apply import LeaseLost, prepare_connection
+from core.db import admin_transaction, transaction
 from core.rows import Candidate, Failure
 from core.settings import get_settings
 from core.storage import get_storage
@@ -298,3 +300,64 @@ def test_a_job_whose_file_is_gone_fails_with_a_reason(
     row = job_row(job)
     assert row["status"] == "FAILED"
     assert "no longer stored" in str(row["failure_reason"])
+
+
+def test_the_sweeper_ends_a_session_frozen_in_the_middle_of_a_chunks_copy(
+    org: tuple[int, str], series: int, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Such a session waits for its client with the job row locked, which no idle timeout ends.
+    monkeypatch.setattr(get_settings(), "lease_seconds", 1)
+    job = make_job(org[0], series, 1, database_url)
+    with admin_transaction() as session:
+        assert jobs.claim(session, job, "frozen") is not None
+    frozen = psycopg.connect(get_settings().database_url)  # the service's role, as a worker
+    try:
+        prepare_connection(frozen)
+        frozen.execute("SELECT set_config('app.org_id', %s, true)", (str(org[0]),))
+        frozen.execute("SELECT 1 FROM upload_jobs WHERE id = %s FOR UPDATE", (job,))
+        pid = frozen.info.backend_pid
+        with (
+            frozen.cursor() as cur,
+            cur.copy("COPY br_err (row_number, code, message, cells) FROM STDIN"),
+        ):
+            time.sleep(0.3)
+            with transaction() as session:  # younger than a lease: left alone
+                assert jobs.end_frozen_copies(session) == 0
+            time.sleep(1.2)
+            with transaction() as session:
+                assert job in jobs.sweep(session)
+            with admin_transaction() as session:
+                assert (
+                    session.execute(
+                        text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}
+                    ).scalar_one()
+                    == 0
+                )
+    except psycopg.OperationalError:
+        pass  # the frozen session's end, as its worker would find it on waking
+    finally:
+        frozen.close()
+    row = job_row(job)
+    assert (row["lease_owner"], row["stalled_losses"]) == (None, 1)
+
+
+def test_a_job_waiting_for_its_retry_is_cancelled_at_once(
+    org: tuple[int, str], series: int, database_url: str
+) -> None:
+    job = make_job(org[0], series, 1, database_url)
+    with admin_transaction() as session:
+        assert jobs.claim(session, job, "lost") is not None
+        session.execute(
+            text(
+                "UPDATE upload_jobs SET lost_at_record = next_record, stalled_losses = 1, "
+                "lease_expires_at = clock_timestamp() - interval '1 s' WHERE id = :id"
+            ),
+            {"id": job},
+        )
+        assert job not in jobs.sweep(session)  # lost twice at its first record: it waits
+    assert job_row(job)["retry_after"] is not None
+    with transaction(org[0]) as session:
+        cancelled = jobs.request_cancel(session, org[0], job)
+        assert (cancelled.status, cancelled.retry_after) == ("CANCELLED", None)
+    row = job_row(job)
+    assert (row["status"], row["lease_owner"]) == ("CANCELLED", None)
