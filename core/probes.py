@@ -11,7 +11,9 @@ its workers again for every probed row: a chunk took 34 s instead of 0.9 s (issu
 a probed row here: tests/test_apply_plan.py, bench/README.md). Only the custom plans, where the
 parameter is a constant, were slow: in the test, the last 2 of 12 chunks on one connection, run
 once psycopg had prepared the statement and Postgres had moved to a generic plan, took 6 ms.
-That did not save the bench's workers (bench/README.md, the steady-state run).
+So each connection pays for the first ten executions of the statement: the bench's 200,000-row
+import (20 chunks on two connections) paid on every chunk, its 1,000,000-row one on few
+(bench/README.md, the steady-state run).
 """
 
 from __future__ import annotations
