@@ -14,6 +14,7 @@ from __future__ import annotations
 import statistics
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -163,7 +164,7 @@ class Run:
     plans: list[dict[str, Any]]
     seconds: list[float]  # each chunk's commit, as the worker logs it
     succeeded: int
-    error_counts: dict[int, int]
+    error_counts: Counter[int]
 
 
 def run_chunks(database_url: str, table: BigTable, kind: str, *, dry_run: bool, offset: int) -> Run:
@@ -177,7 +178,7 @@ def run_chunks(database_url: str, table: BigTable, kind: str, *, dry_run: bool, 
     assert claimed is not None
     plans: list[dict[str, Any]] = []
     seconds: list[float] = []
-    succeeded, errors = 0, dict[int, int]()
+    succeeded, errors = 0, Counter[int]()
     with (
         explaining_connection(database_url, plans) as conn,
         chunk_applier(claimed, org_id, series, token, conn=conn, dry_run=dry_run) as applier,
@@ -195,8 +196,7 @@ def run_chunks(database_url: str, table: BigTable, kind: str, *, dry_run: bool, 
             outcome = applier.commit(prepared)
             seconds.append(time.perf_counter() - started)
             succeeded += outcome.succeeded
-            for code, count in outcome.error_counts.items():
-                errors[code] = errors.get(code, 0) + count
+            errors += outcome.error_counts
             first_record = number
     # Ended, so that the org's cap on running jobs leaves room for the next test's.
     with admin_transaction() as session:
