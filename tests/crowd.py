@@ -48,6 +48,15 @@ def connections_in_use(conn: psycopg.Connection) -> int:
     return int(row[0])
 
 
+def tcp_port(url: str) -> int | None:
+    """The server's TCP port; None when the URL reaches it over a Unix socket (the embedded
+    server), where a connection cannot be told to be a process's by its socket."""
+    parts = urlsplit(url)
+    if not parts.hostname or "host=/" in parts.query:
+        return None
+    return parts.port or 5432
+
+
 @contextmanager
 def held_connections(count: int, url: str | None = None) -> Iterator[list[psycopg.Connection]]:
     """`count` idle connections to the server, open until the block ends."""
@@ -95,9 +104,10 @@ def process_tree(root: int) -> set[int]:
     return tree
 
 
-def _sockets_to_port(port: int) -> set[str]:
-    """Inodes of this machine's established TCP connections to `port` (any address)."""
-    inodes = set()
+def _sockets_to_port(port: int) -> dict[str, int]:
+    """This machine's established TCP connections to `port` (any address): inode -> the
+    connection's local port (what the server's pg_stat_activity.client_port shows)."""
+    sockets = {}
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             lines = Path(table).read_text().splitlines()[1:]
@@ -105,16 +115,16 @@ def _sockets_to_port(port: int) -> set[str]:
             continue
         for line in lines:
             fields = line.split()
-            remote, state, inode = fields[2], fields[3], fields[9]
+            local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
             if state == _ESTABLISHED and int(remote.rpartition(":")[2], 16) == port:
-                inodes.add(inode)
-    return inodes
+                sockets[inode] = int(local.rpartition(":")[2], 16)
+    return sockets
 
 
-def connections_of(pids: set[int], port: int) -> int:
-    """How many of the connections to `port` belong to these processes."""
+def local_ports_of(pids: set[int], port: int) -> list[int]:
+    """The local ports of these processes' connections to `port`, one per connection."""
     to_port = _sockets_to_port(port)
-    found = 0
+    found = []
     for pid in pids:
         try:
             fds = os.listdir(f"/proc/{pid}/fd")
@@ -126,8 +136,13 @@ def connections_of(pids: set[int], port: int) -> int:
             except OSError:
                 continue
             if target.startswith("socket:[") and target[8:-1] in to_port:
-                found += 1
+                found.append(to_port[target[8:-1]])
     return found
+
+
+def connections_of(pids: set[int], port: int) -> int:
+    """How many of the connections to `port` belong to these processes."""
+    return len(local_ports_of(pids, port))
 
 
 @dataclass
@@ -150,7 +165,10 @@ class Watch:
     def __init__(self, root: int, url: str, fill_to: int | None) -> None:
         self.root = root
         self.url = url
-        self.port = urlsplit(url).port or 5432
+        port = tcp_port(url)
+        if port is None:
+            raise SystemExit(f"crowd: {url} is a Unix socket: --watch and --fill-to count TCP")
+        self.port = port
         self.fill_to = fill_to
         self.peaks = Peaks()
         self.held: list[psycopg.Connection] = []

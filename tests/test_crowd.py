@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from tests.conftest import HOLD_CONNECTIONS
-from tests.crowd import connections_in_use, server_url
+from tests.crowd import connections_in_use, server_url, tcp_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,7 +33,12 @@ sys.exit(3)
 
 CHILD = [sys.executable, "-c", COMMAND]
 
+needs_tcp = pytest.mark.skipif(
+    tcp_port(server_url()) is None, reason="the crowd counts connections by their TCP sockets"
+)
 
+
+@needs_tcp
 def test_the_crowd_holds_its_connections_counts_the_commands_and_passes_its_status_on() -> None:
     run = subprocess.run(
         [sys.executable, "-m", "tests.crowd", "--hold", "4", "--watch", "--", *CHILD],
@@ -61,6 +67,7 @@ print("held", held, flush=True)
 """
 
 
+@needs_tcp
 def test_the_crowd_fills_the_server_up_to_what_it_is_asked() -> None:
     with psycopg.connect(server_url(), autocommit=True) as conn:
         in_use = connections_in_use(conn)

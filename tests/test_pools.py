@@ -3,6 +3,7 @@ was opened kept up to the pool's size, and each pool's size a setting of its own
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -16,13 +17,19 @@ from core import db
 from core.db import POLL_APPLICATION, admin_transaction, get_engine, get_poll_engine
 from core.settings import Settings, get_settings
 from tests import processes
-from tests.crowd import connections_of
+from tests.crowd import connections_of, local_ports_of, server_url, tcp_port
 
-POSTGRES_PORT = 5432
+
+def _server_port() -> int:
+    """The server's TCP port: a connection is told to be a process's by its TCP socket."""
+    port = tcp_port(server_url())
+    if port is None:
+        pytest.skip("the tests' Postgres is reached over a Unix socket (the embedded one)")
+    return port
 
 
 def _connections_of_process(pid: int) -> int:
-    return connections_of({pid}, POSTGRES_PORT)
+    return connections_of({pid}, _server_port())
 
 
 def _settle(pid: int, expected: int, seconds: float = 5) -> int:
@@ -63,15 +70,18 @@ def test_an_api_process_opens_its_poll_connections_as_polls_come_and_keeps_them(
 
 
 def _poll_backends() -> int:
-    """The server's connections to the test database that the poll pool names as its own."""
+    """This process's poll connections, as the server sees them: those the poll pool names as
+    its own, from this process's sockets (an API process of another test may poll the same
+    database, and the server may not yet have seen a closed one go)."""
+    ports = local_ports_of({os.getpid()}, _server_port())
     with admin_transaction() as session:
         return int(
             session.execute(
                 text(
-                    "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE application_name = :name AND datname = current_database()"
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = :name"
+                    " AND datname = current_database() AND client_port = ANY(:ports)"
                 ),
-                {"name": POLL_APPLICATION},
+                {"name": POLL_APPLICATION, "ports": ports},
             ).scalar_one()
         )
 
