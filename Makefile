@@ -31,7 +31,7 @@ done
 endef
 PYTHON ?= $(shell $(find_python))
 
-.PHONY: help run test lint fmt clean clean-data install fuzz bench chaos
+.PHONY: help run test test-crowded lint fmt clean clean-data install fuzz bench bench-indexes chaos
 
 ROWS ?= 1000000
 BENCH_ARGS ?=
@@ -42,6 +42,8 @@ help:
 	@echo "make lint        ruff check, ruff format --check, mypy"
 	@echo "make fuzz        schemathesis against the API with 1000 examples per operation"
 	@echo "make bench       the benchmark of bench/README.md (ROWS=1000000; BENCH_ARGS=\"--upload-gb 1\" | \"--errors-csv 100000\" | \"--profile\")"
+	@echo "make test-crowded the tests while 60 other connections are held on the same Postgres"
+	@echo "make bench-indexes what each index of migration 0010 costs and saves"
 	@echo "make chaos       seeded fault injection against real processes, then the invariants (CHAOS_ARGS=\"--seed 2 --seconds 180\")"
 	@echo "make fmt         ruff format and ruff check --fix"
 	@echo "make install     create .venv and install exactly the versions of requirements/lock.txt"
@@ -75,12 +77,20 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest
 
+# The suite on a server that others crowd: 60 connections held by another process meanwhile.
+test-crowded: $(STAMP)
+	$(BIN)/python -m tests.crowd --hold 60 -- $(MAKE) --no-print-directory test
+
 # Speed and memory, against a hand-written SQL lower bound and a naive loop (bench/README.md).
 bench: $(STAMP)
 	$(BIN)/python -m bench --rows $(ROWS) $(BENCH_ARGS)
 
 # Workers killed and stopped, Redis flushed and killed, backends terminated, messages doubled,
 # on a schedule from the seed; then the invariants (README.md, "Chaos run"). Takes minutes.
+# What each index of migration 0010 costs and saves, with and without it (bench/README.md).
+bench-indexes: $(STAMP)
+	$(BIN)/python -m bench.indexes
+
 chaos: $(STAMP)
 	$(BIN)/python -m bench.chaos $(CHAOS_ARGS)
 
