@@ -32,7 +32,7 @@ from core.logs import log_context
 from core.prefetch import prefetched
 from core.rows import Candidate, CouponIdentifier, CustomerIdentifier, Failure, Mapping, RowChecker
 from core.settings import get_settings
-from core.storage import get_storage
+from core.storage import BlobMissing, get_storage
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,9 @@ def run_slice(job_id: int, *, slice_seconds: float | None = None) -> SliceResult
         except LeaseLost:
             log.warning("job %s: lease lost, stopping without committing", job_id)
             return SliceResult.LEASE_LOST
-        except FileNotFoundError:
+        except BlobMissing:
+            # Only the store's word that the file is gone ends the job; any other missing
+            # file on the way (a temporary one, a library's) is a failed slice, retried.
             with jobs.lease_transaction(org_id) as session:
                 jobs.fail(session, job_id, "the uploaded file is no longer stored", token)
             return SliceResult.DONE

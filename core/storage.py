@@ -18,6 +18,11 @@ from botocore.exceptions import ClientError, IncompleteReadError, ResponseStream
 from core.settings import get_settings
 
 
+class BlobMissing(FileNotFoundError):
+    """The stored file of a key is not there (deleted, purged, never written): what a job
+    cannot get past, unlike any other FileNotFoundError along its way."""
+
+
 class BlobWriter(Protocol):
     def write(self, data: bytes) -> None: ...
     def commit(self) -> None: ...
@@ -78,7 +83,10 @@ class LocalStorage:
         return _LocalWriter(self._path(key))
 
     def open(self, key: str, offset: int = 0) -> BinaryIO:
-        handle = open(self._path(key), "rb")  # noqa: SIM115 - the caller closes it
+        try:
+            handle = open(self._path(key), "rb")  # noqa: SIM115 - the caller closes it
+        except FileNotFoundError as exc:
+            raise BlobMissing(key) from exc
         if offset:
             handle.seek(offset)
         return handle
@@ -246,7 +254,7 @@ class _S3Reader(io.RawIOBase):
             )
         except ClientError as exc:
             if _missing(exc):
-                raise FileNotFoundError(f"s3://{self.bucket}/{self.key}") from exc
+                raise BlobMissing(f"s3://{self.bucket}/{self.key}") from exc
             raise
         return answer["Body"]
 
@@ -286,7 +294,7 @@ class S3Storage:
             head = self.client.head_object(Bucket=self.bucket, Key=name)
         except ClientError as exc:
             if _missing(exc):
-                raise FileNotFoundError(f"s3://{self.bucket}/{name}") from exc
+                raise BlobMissing(f"s3://{self.bucket}/{name}") from exc
             raise
         raw = _S3Reader(self.client, self.bucket, name, head["ContentLength"], head["ETag"])
         raw.seek(offset)

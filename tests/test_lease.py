@@ -302,6 +302,28 @@ def test_a_job_whose_file_is_gone_fails_with_a_reason(
     assert "no longer stored" in str(row["failure_reason"])
 
 
+def test_another_missing_file_on_the_way_is_a_failed_slice_not_the_jobs_end(
+    org: tuple[int, str], series: int, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = make_job(org[0], series, 1, database_url)
+
+    def lost_elsewhere(*_: object, **__: object) -> None:
+        raise FileNotFoundError("/tmp/some-library-temp-file")
+
+    monkeypatch.setattr(pipeline, "read_records", lost_elsewhere)
+    with pytest.raises(FileNotFoundError):
+        pipeline.run_slice(job)
+    row = job_row(job)
+    assert row["status"] == "RUNNING"  # released for the sweeper to retry, not FAILED
+    assert "some-library-temp-file" in str(row["failure_reason"])
+    monkeypatch.undo()
+    with admin_transaction() as session:
+        session.execute(text("UPDATE upload_jobs SET retry_after = NULL WHERE id = :j"), {"j": job})
+        jobs.sweep(session)
+    assert pipeline.run_slice(job) is pipeline.SliceResult.DONE
+    assert job_row(job)["status"] == "COMPLETED"
+
+
 def test_the_sweeper_ends_a_session_frozen_in_the_middle_of_a_chunks_copy(
     org: tuple[int, str], series: int, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
