@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -160,3 +162,20 @@ def test_the_progress_lines_fit_80_columns(job: Job) -> None:
     assert "ETA " + ("0:00" if job.finished else "1:02:05") in text
     assert f"{job.progress.rows_processed:,} rows" in text
     assert "rows/s" in text
+
+
+def test_the_hint_to_fetch_failed_rows_names_the_command_as_it_was_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from cli.client.render import program
+
+    venv_bin = tmp_path / ".venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    (venv_bin / "bulkredeem").write_text("#!/bin/sh\n")
+    (venv_bin / "bulkredeem").chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # the venv not activated
+    monkeypatch.setattr(sys, "argv", [".venv/bin/bulkredeem", "upload"])
+    assert program() == ".venv/bin/bulkredeem"
+    monkeypatch.setenv("PATH", f"{venv_bin}:/usr/bin:/bin")  # activated: the bare name works
+    assert program() == "bulkredeem"

@@ -7,6 +7,9 @@ Everything fits 80 columns (rich reads COLUMNS): a cell that cannot fit wraps, n
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
@@ -245,6 +248,19 @@ def progress_view(job_id: int, job: Job | None) -> RenderableType:
     return Group(bar_line, counts)
 
 
+def program() -> str:
+    """How to run this command again: by its name when that finds it on PATH, else by the
+    path it was run by (`.venv/bin/bulkredeem` in a checkout whose venv is not activated)."""
+    invoked = sys.argv[0] if sys.argv and sys.argv[0] else "bulkredeem"
+    name = os.path.basename(invoked)
+    if name != "bulkredeem":  # run some other way (python -m, a test runner)
+        return "bulkredeem"
+    found = shutil.which(name)
+    if found and os.path.realpath(found) == os.path.realpath(invoked):
+        return name
+    return os.path.relpath(invoked) if not os.path.isabs(invoked) else invoked
+
+
 def print_outcome(job: Job) -> None:
     """The ended job in a line, its errors by code, and where to find the failed rows."""
     console = stdout()
@@ -261,5 +277,5 @@ def print_outcome(job: Job) -> None:
     if job.error_summary:
         console.print(error_table(job))
         console.print(
-            Text(f"failed rows: bulkredeem errors {job.job_id} --out errors-{job.job_id}.csv")
+            Text(f"failed rows: {program()} errors {job.job_id} --out errors-{job.job_id}.csv")
         )
