@@ -333,6 +333,27 @@ def _one(conn: psycopg.Connection[Any], query: str, params: dict[str, Any]) -> t
     return tuple(row)
 
 
+# Per org: coupons past their series' limit, customers past a series' per-customer limit, and
+# customers who redeemed a coupon twice where the series forbids it.
+_BROKEN_LIMITS = """
+    SELECT
+        (SELECT count(*) FROM (
+            SELECT 1 FROM redemptions r JOIN coupon_series s ON s.id = r.series_id
+            WHERE r.org_id = %(org)s AND s.max_redemptions_per_coupon IS NOT NULL
+            GROUP BY r.coupon_id, s.max_redemptions_per_coupon
+            HAVING count(*) > s.max_redemptions_per_coupon) o),
+        (SELECT count(*) FROM (
+            SELECT 1 FROM redemptions r JOIN coupon_series s ON s.id = r.series_id
+            WHERE r.org_id = %(org)s AND s.max_redemptions_per_customer IS NOT NULL
+            GROUP BY r.customer_id, r.series_id, s.max_redemptions_per_customer
+            HAVING count(*) > s.max_redemptions_per_customer) o),
+        (SELECT count(*) FROM (
+            SELECT 1 FROM redemptions r JOIN coupon_series s ON s.id = r.series_id
+            WHERE r.org_id = %(org)s AND NOT s.same_user_multiple_redeem
+            GROUP BY r.customer_id, r.coupon_id HAVING count(*) > 1) o)
+"""
+
+
 def check_limits(inputs: Inputs) -> Check:
     """No coupon past its series' limit, no customer past the series' per-customer limit, no
     customer redeeming a coupon twice where the series forbids it."""
@@ -341,39 +362,10 @@ def check_limits(inputs: Inputs) -> Check:
     for org in inputs.scenario.orgs:
         with _org_conn(inputs.database_url, org.id) as conn:
             params = {"org": org.id}
-            over_coupon += _one(
-                conn,
-                """
-                SELECT count(*) FROM (
-                    SELECT r.coupon_id FROM redemptions r JOIN coupon_series s ON s.id = r.series_id
-                    WHERE r.org_id = %(org)s AND s.max_redemptions_per_coupon IS NOT NULL
-                    GROUP BY r.coupon_id, s.max_redemptions_per_coupon
-                    HAVING count(*) > s.max_redemptions_per_coupon) o
-                """,
-                params,
-            )[0]
-            over_customer += _one(
-                conn,
-                """
-                SELECT count(*) FROM (
-                    SELECT r.customer_id FROM redemptions r
-                    JOIN coupon_series s ON s.id = r.series_id
-                    WHERE r.org_id = %(org)s AND s.max_redemptions_per_customer IS NOT NULL
-                    GROUP BY r.customer_id, r.series_id, s.max_redemptions_per_customer
-                    HAVING count(*) > s.max_redemptions_per_customer) o
-                """,
-                params,
-            )[0]
-            same_user += _one(
-                conn,
-                """
-                SELECT count(*) FROM (
-                    SELECT 1 FROM redemptions r JOIN coupon_series s ON s.id = r.series_id
-                    WHERE r.org_id = %(org)s AND NOT s.same_user_multiple_redeem
-                    GROUP BY r.customer_id, r.coupon_id HAVING count(*) > 1) o
-                """,
-                params,
-            )[0]
+            coupon_excess, customer_excess, repeats = _one(conn, _BROKEN_LIMITS, params)
+            over_coupon += coupon_excess
+            over_customer += customer_excess
+            same_user += repeats
             for series in inputs.scenario.series:
                 if series.org != org.index:
                     continue

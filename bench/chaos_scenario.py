@@ -18,17 +18,12 @@ from typing import Any
 
 import httpx
 
+from bench import datagen
+
 CUSTOMER_IDENTIFIER = "MOBILE"
 COUPON_IDENTIFIER = "COUPON_CODE"
 HEADER = "date,till,mobile,code,billId,billNumber"
-UPLOAD_HEADERS = {
-    "redeemedDateInMillis": 0,
-    "redeemedAt": 1,
-    "mobile": 2,
-    "couponCode": 3,
-    "billId": 4,
-    "billNumber": 5,
-}
+UPLOAD_HEADERS = {key: index for index, key in enumerate(datagen.COLUMNS)}
 FIRST_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z: long after 2000, long before any job
 MOBILE_BASE = 7_000_000_000  # customer i of org n: MOBILE_BASE + n * 1,000,000 + i
 UNKNOWN_MOBILE_BASE = 6_000_000_000  # no customer has a mobile in this range

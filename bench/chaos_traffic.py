@@ -274,20 +274,21 @@ def recovery_after(samples: list[Sample], moment: float) -> float | None:
 
 def fetch_json(http: httpx.Client, answers: Answers, path: str, key: str) -> Any:
     """A GET whose answer the checks need; None when there was none (recorded as such)."""
-    try:
-        response = http.get(path, headers={"Authorization": f"Bearer {key}"})
-    except httpx.HTTPError as exc:
-        answers.record(f"GET {path}", None, repr(exc))
-        return None
-    answers.record(f"GET {path}", response)
-    return response.json() if response.status_code == 200 else None
+    response = _fetch(http, answers, path, key)
+    return None if response is None else response.json()
 
 
 def fetch_text(http: httpx.Client, answers: Answers, path: str, key: str) -> str | None:
+    response = _fetch(http, answers, path, key)
+    return None if response is None else response.text
+
+
+def _fetch(http: httpx.Client, answers: Answers, path: str, key: str) -> httpx.Response | None:
+    """The GET's answer when it was a 200; every answer, or its absence, is recorded."""
     try:
         response = http.get(path, headers={"Authorization": f"Bearer {key}"})
     except httpx.HTTPError as exc:
         answers.record(f"GET {path}", None, repr(exc))
         return None
     answers.record(f"GET {path}", response)
-    return response.text if response.status_code == 200 else None
+    return response if response.status_code == 200 else None

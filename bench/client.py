@@ -70,11 +70,7 @@ class ServiceClient:
         return Upload(job_id, started, answered, started_wall, size)
 
     def job(self, job_id: int) -> dict[str, Any]:
-        response = self.http.get(f"/v1/jobs/{job_id}")
-        if response.status_code != 200:
-            raise ClientError(f"GET job answered {response.status_code}: {response.text[:2000]}")
-        document: dict[str, Any] = response.json()
-        return document
+        return _document(self.http.get(f"/v1/jobs/{job_id}"), "GET job")
 
     def wait_until_ended(
         self, job_id: int, *, interval: float = 0.2, timeout: float = 7200.0
@@ -90,11 +86,7 @@ class ServiceClient:
             time.sleep(interval)
 
     def cancel(self, job_id: int) -> dict[str, Any]:
-        response = self.http.post(f"/v1/jobs/{job_id}/cancel")
-        if response.status_code != 200:
-            raise ClientError(f"cancel answered {response.status_code}: {response.text[:2000]}")
-        document: dict[str, Any] = response.json()
-        return document
+        return _document(self.http.post(f"/v1/jobs/{job_id}/cancel"), "cancel")
 
     def download_errors_csv(self, job_id: int) -> Download:
         """Stream the whole errors CSV, keeping nothing but its size and line count."""
@@ -107,3 +99,11 @@ class ServiceClient:
                 size += len(piece)
                 lines += piece.count(b"\n")
         return Download(size, lines, time.perf_counter() - started)
+
+
+def _document(response: httpx.Response, what: str) -> dict[str, Any]:
+    """A 200's JSON document, or a ClientError quoting what came instead."""
+    if response.status_code != 200:
+        raise ClientError(f"{what} answered {response.status_code}: {response.text[:2000]}")
+    document: dict[str, Any] = response.json()
+    return document

@@ -24,15 +24,9 @@ import psycopg
 HEADER = (
     "redeemed date in millis, redeemed at, mobile, coupon code ,bill id, bill number, details\n"
 )
-UPLOAD_HEADERS = {
-    "redeemedDateInMillis": 0,
-    "redeemedAt": 1,
-    "mobile": 2,
-    "couponCode": 3,
-    "billId": 4,
-    "billNumber": 5,
-    "details": 6,
-}
+# The columns of a redemption, in the order the bench's files write them (the chaos run's too).
+COLUMNS = ("redeemedDateInMillis", "redeemedAt", "mobile", "couponCode", "billId", "billNumber")
+UPLOAD_HEADERS = {key: index for index, key in enumerate((*COLUMNS, "details"))}
 CUSTOMER_IDENTIFIER = "MOBILE"
 COUPON_IDENTIFIER = "COUPON_CODE"
 

@@ -376,14 +376,20 @@ def run_steady(args: argparse.Namespace, setup: Setup, report: Report) -> int:
     settle_all(found)
     ok = True
 
-    say("on an empty redemptions table: the service")
-    empty = measure_import(setup, data, setup.series_id)
-    ok &= report_import(report, "empty table, same-user series", empty, data.expected)
-    reset_series(found, setup.series_id)
-    settle_all(found)
-    say("on an empty redemptions table: the lower bound")
-    bound_empty = _bound(args, setup, data)
-    reset_series(found, setup.series_id)
+    def service_then_bound(table: str) -> tuple[Import, lowerbound.LowerBoundResult, bool]:
+        """The service's import of the file, then the lower bound's, each from the same state."""
+        say(f"on {table}: the service")
+        run = measure_import(setup, data, setup.series_id)
+        counted = report_import(report, f"{table}, same-user series", run, data.expected)
+        reset_series(found, setup.series_id)
+        settle_all(found)
+        say(f"on {table}: the lower bound")
+        bound = _bound(args, setup, data)
+        reset_series(found, setup.series_id)
+        return run, bound, counted
+
+    empty, bound_empty, counted = service_then_bound("empty table")
+    ok &= counted
 
     say(f"writing {args.history} history redemptions")
     started = time.perf_counter()
@@ -395,14 +401,8 @@ def run_steady(args: argparse.Namespace, setup: Setup, report: Report) -> int:
     report.figure("VACUUM (ANALYZE) + CHECKPOINT time", settle_all(found), "s")
     report.figure("redemptions size (heap + indexes)", _relation_mib(found, "redemptions"), "MiB")
 
-    say("on the full table: the service, same-user series")
-    full = measure_import(setup, data, setup.series_id)
-    ok &= report_import(report, "full table, same-user series", full, data.expected)
-    reset_series(found, setup.series_id)
-    settle_all(found)
-    say("on the full table: the lower bound")
-    bound_full = _bound(args, setup, data)
-    reset_series(found, setup.series_id)
+    full, bound_full, counted = service_then_bound("full table")
+    ok &= counted
     settle_all(found)
 
     say("on the full table: the service, default-kind series")

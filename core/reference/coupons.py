@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, Text, func, or_, select, text, update
+from sqlalchemy import BigInteger, ColumnElement, Text, and_, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -267,24 +267,25 @@ def get_coupon(
     session: Session, org_id: int, coupon_id: int, *, now: datetime | None = None
 ) -> CouponView:
     """The org's coupon with its status and latest redemptions; another org's is unknown."""
-    coupon = session.execute(
-        select(Coupon)
-        .where(Coupon.id == coupon_id, Coupon.org_id == org_id)
-        # The counter moves under the worker: never answer from a stale identity map.
-        .execution_options(populate_existing=True)
-    ).scalar_one_or_none()
-    if coupon is None:
-        raise not_found("coupon")
-    return _coupon_view(session, org_id, coupon, now)
+    return _view_of_one(session, org_id, Coupon.id == coupon_id, now)
 
 
 def find_coupon(
     session: Session, org_id: int, series_id: int, code: str, *, now: datetime | None = None
 ) -> CouponView:
     """The coupon with this code in one of the org's series (codes are unique per series)."""
+    where = and_(Coupon.series_id == series_id, Coupon.code == code.strip())
+    return _view_of_one(session, org_id, where, now)
+
+
+def _view_of_one(
+    session: Session, org_id: int, where: ColumnElement[bool], now: datetime | None
+) -> CouponView:
+    """The one coupon of the org that `where` finds, as a view; 404 when there is none."""
     coupon = session.execute(
         select(Coupon)
-        .where(Coupon.org_id == org_id, Coupon.series_id == series_id, Coupon.code == code.strip())
+        .where(Coupon.org_id == org_id, where)
+        # The counter moves under the worker: never answer from a stale identity map.
         .execution_options(populate_existing=True)
     ).scalar_one_or_none()
     if coupon is None:
