@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -380,6 +381,40 @@ def test_a_bad_request_is_refused_as_the_upload_refuses_it(
     answer = preview(client, auth, content, fields=fields, file_field=file_field)
     assert answer.status_code == status, answer.text
     assert [error["field"] for error in answer.json()["errors"]] == [field]
+
+
+def test_a_body_that_is_not_multipart_is_refused_naming_the_file(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    answer = client.post(
+        "/v1/uploads/preview",
+        headers={**auth, "Content-Type": "text/csv"},
+        content=csv_of(line("X")),
+    )
+    assert answer.status_code == 400, answer.text
+    assert [error["field"] for error in answer.json()["errors"]] == ["file"]
+
+
+def test_a_preview_does_not_wait_for_a_job_holding_the_series_lock(
+    client: TestClient, auth: dict[str, str], shop: Shop, database_url: str
+) -> None:
+    answers: list[Any] = []
+    with psycopg.connect(database_url) as holder:
+        # What a chunk of a running job holds until it commits (core/apply.py _LOCK_SERIES).
+        holder.execute(
+            "SELECT 1 FROM coupon_series WHERE id = %s FOR NO KEY UPDATE", (shop.series,)
+        )
+        thread = threading.Thread(
+            target=lambda: answers.append(
+                preview(client, auth, csv_of(line("FRESH")), series=shop.series, fields=IDENTIFIERS)
+            ),
+            daemon=True,
+        )
+        thread.start()
+        thread.join(timeout=20)
+        assert answers, "the preview waited for the series lock"
+        holder.rollback()
+    assert verdicts(answers[0].json()) == [(2, None)]
 
 
 def test_a_request_without_a_key_is_refused(client: TestClient) -> None:
