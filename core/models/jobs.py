@@ -10,6 +10,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     Identity,
     Index,
@@ -29,6 +30,8 @@ from core.models.base import Base, created_at_column, org_fk
 ACTIVE_STATUSES = ("QUEUED", "RUNNING")
 TERMINAL_STATUSES = ("COMPLETED", "COMPLETED_WITH_ERRORS", "FAILED", "CANCELLED")
 JOB_STATUSES = ACTIVE_STATUSES + TERMINAL_STATUSES
+# An import applies a file's rows; a revert undoes what one import applied (DESIGN.md, Revert).
+JOB_KINDS = ("IMPORT", "REVERT")
 
 
 class UploadJob(Base):
@@ -38,6 +41,13 @@ class UploadJob(Base):
             "status IN (" + ", ".join(f"'{s}'" for s in JOB_STATUSES) + ")", name="status_known"
         ),
         CheckConstraint("rows_processed = rows_succeeded + rows_failed", name="rows_add_up"),
+        CheckConstraint(
+            "kind IN (" + ", ".join(f"'{k}'" for k in JOB_KINDS) + ")", name="kind_known"
+        ),
+        CheckConstraint(
+            "(kind = 'REVERT') = (reverts_job_id IS NOT NULL)", name="revert_names_its_import"
+        ),
+        CheckConstraint("max_error_rate BETWEEN 0 AND 1", name="max_error_rate_share"),
         UniqueConstraint("org_id", "idempotency_key"),
         Index("ix_upload_jobs_org_id_series_id_id", "org_id", "series_id", "id"),
         Index("ix_upload_jobs_org_id_id", "org_id", "id"),
@@ -55,6 +65,16 @@ class UploadJob(Base):
         BigInteger, ForeignKey("coupon_series.id", ondelete="CASCADE"), nullable=False
     )
     status: Mapped[str] = mapped_column(String(32), nullable=False, server_default="QUEUED")
+    kind: Mapped[str] = mapped_column(String(16), nullable=False, server_default="IMPORT")
+    # The import a REVERT job undoes (migration 0011).
+    reverts_job_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("upload_jobs.id", ondelete="CASCADE")
+    )
+    # Who made the job: the key, and its label as it was then (a deleted key leaves the label).
+    uploaded_by_key_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("api_keys.id", ondelete="SET NULL")
+    )
+    uploaded_by_label: Mapped[str | None] = mapped_column(Text)
 
     # The request, as understood at upload time.
     customer_identifier: Mapped[str] = mapped_column(String(16), nullable=False)
@@ -66,6 +86,8 @@ class UploadJob(Base):
     # The cells of the errors CSV's header row (the uploaded header, or made-up names).
     report_header: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False)
     dry_run: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    # The guard: the failed share (0 to 1) above which the job stops, FAILED; None: no guard.
+    max_error_rate: Mapped[float | None] = mapped_column(Float)
     details: Mapped[str | None] = mapped_column(Text)
     callback_url: Mapped[str | None] = mapped_column(Text)
     idempotency_key: Mapped[str | None] = mapped_column(Text)

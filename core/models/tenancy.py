@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Identity, Index, String, Text
+from sqlalchemy import BigInteger, CheckConstraint, DateTime, Float, Identity, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.models.base import Base, created_at_column, org_fk
@@ -10,6 +10,11 @@ from core.models.base import Base, created_at_column, org_fk
 
 class Org(Base):
     __tablename__ = "orgs"
+    __table_args__ = (
+        CheckConstraint(
+            "default_max_error_rate BETWEEN 0 AND 1", name="default_max_error_rate_share"
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     name: Mapped[str] = mapped_column(Text, unique=True, nullable=False)
@@ -17,6 +22,11 @@ class Org(Base):
     # Signs the org's completion webhooks (HMAC-SHA256): made on first need, shown to the
     # org's admin by `bulkredeem orgs webhook-secret`.
     webhook_secret: Mapped[str | None] = mapped_column(Text)
+    # The org's settings (GET/PATCH /v1/org, migration 0011): a country calling code ("91") for
+    # national mobiles, an IANA time zone for workbook dates, the guard's default share.
+    default_country_code: Mapped[str | None] = mapped_column(String(4))
+    time_zone: Mapped[str | None] = mapped_column(Text)
+    default_max_error_rate: Mapped[float | None] = mapped_column(Float)
 
 
 class ApiKey(Base):
