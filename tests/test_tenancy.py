@@ -178,6 +178,12 @@ ROUTES_WITH_IDS: dict[tuple[str, str], Any] = {
         "params": {"seriesId": f["series"], "code": "FOREIGN"},
     },
     ("get", "/v1/jobs"): lambda f: {"url": "/v1/jobs", "params": {"couponSeriesId": f["series"]}},
+    ("post", "/v1/uploads/preview"): lambda f: {
+        "url": "/v1/uploads/preview",
+        "params": {"couponSeriesId": f["series"]},
+        "data": UPLOAD_FORM,
+        "files": {"file": ("r.csv", f"d,t,m,c\n{SAMPLE_MS},T,1,FOREIGN\n".encode(), "text/csv")},
+    },
 }
 
 
