@@ -1,6 +1,13 @@
 from core.models.base import Base
 from core.models.jobs import JOB_STATUSES, DryRunRedemption, JobRowError, UploadJob
-from core.models.reference import Coupon, CouponCounter, CouponSeries, Customer, Redemption
+from core.models.reference import (
+    Coupon,
+    CouponCounter,
+    CouponSeries,
+    Customer,
+    Redemption,
+    RevertedRedemption,
+)
 from core.models.tenancy import ApiKey, Org
 from core.models.webhooks import DELIVERY_STATES, WebhookDelivery
 
@@ -17,6 +24,7 @@ __all__ = [
     "JobRowError",
     "Org",
     "Redemption",
+    "RevertedRedemption",
     "UploadJob",
     "WebhookDelivery",
 ]

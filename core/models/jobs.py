@@ -48,6 +48,15 @@ class UploadJob(Base):
             "(kind = 'REVERT') = (reverts_job_id IS NOT NULL)", name="revert_names_its_import"
         ),
         CheckConstraint("max_error_rate BETWEEN 0 AND 1", name="max_error_rate_share"),
+        # A revert has no file of its own (migration 0012).
+        CheckConstraint("(kind = 'REVERT') = (storage_key = '')", name="only_reverts_have_no_file"),
+        # One revert of an import at a time, and none once one has succeeded.
+        Index(
+            "ux_upload_jobs_one_revert",
+            "reverts_job_id",
+            unique=True,
+            postgresql_where=text("reverts_job_id IS NOT NULL AND status <> 'FAILED'"),
+        ),
         UniqueConstraint("org_id", "idempotency_key"),
         Index("ix_upload_jobs_org_id_series_id_id", "org_id", "series_id", "id"),
         Index("ix_upload_jobs_org_id_id", "org_id", "id"),

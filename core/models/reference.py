@@ -154,6 +154,8 @@ class Redemption(Base):
         ),
         # A customer's redemptions in a series (its limit), and all of them (the cascade).
         Index("ix_redemptions_customer_id_series_id", "customer_id", "series_id"),
+        # A job's redemptions in file order: its successes report and its revert (0012).
+        Index("ix_redemptions_job_id_row_number", "job_id", "row_number"),
         # No foreign keys: their per-row checks locked each coupon and customer and cost more
         # than every index here. Triggers of migration 0007 check each statement's rows (the
         # coupon in the series and org, the customer in the org) and cascade deletes.
@@ -175,3 +177,37 @@ class Redemption(Base):
     bill_number: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
     details: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = created_at_column()
+
+
+class RevertedRedemption(Base):
+    """A redemption a revert removed, as it was, with the revert job and when (migration 0012).
+
+    Nothing a revert undoes is lost: the import's successes report reads its rows from here,
+    marked with the revert's id.
+    """
+
+    __tablename__ = "reverted_redemptions"
+    __table_args__ = (
+        Index("ix_reverted_redemptions_job_id_row_number", "job_id", "row_number"),
+        Index("ix_reverted_redemptions_reverted_by_job_id", "reverted_by_job_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    org_id: Mapped[int] = org_fk()
+    series_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    coupon_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    customer_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    job_id: Mapped[int | None] = mapped_column(BigInteger)
+    row_number: Mapped[int | None] = mapped_column(Integer)
+    redeemed_ms: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    till_id: Mapped[str] = mapped_column(Text, nullable=False)
+    bill_id: Mapped[str] = mapped_column(Text, nullable=False)
+    bill_number: Mapped[str] = mapped_column(Text, nullable=False)
+    details: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    reverted_by_job_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("upload_jobs.id", ondelete="CASCADE"), nullable=False
+    )
+    reverted_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
