@@ -73,7 +73,7 @@ POLL_APPLICATION = "bulkredeem poll"  # how the poll connections show in pg_stat
 
 
 def get_poll_engine() -> Engine:
-    """Connections for GET /v1/jobs/{id} alone (core.jobs.poll): autocommit, so that its one
+    """Connections for GET /v1/jobs/{id} alone (core/jobs/poll.py): autocommit, so that its one
     query goes alone, and no ping before each use, a round trip of its own that cost polls
     ~10 ms of their p99 while a job ran (bench/README.md). A connection the server dropped
     fails a poll's first try; the poll then drops the pool (after a restart every connection
