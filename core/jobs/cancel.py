@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import select, text
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from core.errors import DomainError, ErrorKind, not_found
+from core.errors import DomainError, ErrorKind
+from core.lookup import org_row
 from core.models import UploadJob
 from core.models.jobs import TERMINAL_STATUSES
 
@@ -21,13 +22,7 @@ def request_cancel(session: Session, org_id: int, job_id: int) -> UploadJob:
     """A job nobody is working on ends at once (queued, between slices, or waiting for its
     retry after a loss, which may be minutes away); one a worker holds, at its next chunk
     boundary."""
-    job = session.execute(
-        select(UploadJob)
-        .where(UploadJob.id == job_id, UploadJob.org_id == org_id)
-        .with_for_update()
-    ).scalar_one_or_none()
-    if job is None:
-        raise not_found("job")
+    job = org_row(session, UploadJob, org_id, job_id, "job", for_update=True)
     if job.status in TERMINAL_STATUSES:
         raise DomainError(ErrorKind.CONFLICT, f"the job has already ended ({job.status})")
     job.cancel_requested = True

@@ -6,17 +6,12 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from core import cursors
-from core.errors import not_found
+from core.lookup import org_row
 from core.models import JobRowError, UploadJob, WebhookDelivery
 
 
 def get_job(session: Session, org_id: int, job_id: int) -> UploadJob:
-    job = session.execute(
-        select(UploadJob).where(UploadJob.id == job_id, UploadJob.org_id == org_id)
-    ).scalar_one_or_none()
-    if job is None:
-        raise not_found("job")
-    return job
+    return org_row(session, UploadJob, org_id, job_id, "job")
 
 
 def list_jobs(
