@@ -17,7 +17,6 @@ _engine: Engine | None = None
 _engine_pid: int | None = None
 _poll_engine: tuple[int, Engine] | None = None
 _sessionmaker: sessionmaker[Session] | None = None
-_admin: tuple[int, sessionmaker[Session]] | None = None
 _aside: tuple[int, Engine] | None = None
 
 
@@ -102,7 +101,7 @@ def get_poll_engine() -> Engine:
 
 
 def dispose_engine() -> None:
-    global _engine, _sessionmaker, _admin, _poll_engine, _aside
+    global _engine, _sessionmaker, _poll_engine, _aside
     if _aside is not None:
         _aside[1].dispose()
         _aside = None
@@ -111,12 +110,8 @@ def dispose_engine() -> None:
     if _poll_engine is not None:
         _poll_engine[1].dispose()
         _poll_engine = None
-    if _admin is not None:
-        engine = _admin[1].kw["bind"]
-        engine.dispose()
     _engine = None
     _sessionmaker = None
-    _admin = None
 
 
 def new_session() -> Session:
@@ -146,21 +141,6 @@ def _unit_of_work(session: Session, org_id: int | None) -> Iterator[Session]:
 def transaction(org_id: int | None = None) -> AbstractContextManager[Session]:
     """One unit of work: commit on success, roll back on error."""
     return _unit_of_work(new_session(), org_id)
-
-
-def admin_transaction() -> AbstractContextManager[Session]:
-    """A transaction as the owner role (DATABASE_ADMIN_URL, else DATABASE_URL), which sees
-    every org: for the command line and administration, never for serving requests."""
-    global _admin
-    if _admin is None or _admin[0] != os.getpid():
-        settings = get_settings()
-        engine = create_engine(
-            sqlalchemy_url(settings.database_admin_url or settings.database_url),
-            pool_pre_ping=True,
-            pool_size=2,
-        )
-        _admin = (os.getpid(), sessionmaker(engine, expire_on_commit=False))
-    return _unit_of_work(_admin[1](), None)
 
 
 def transaction_aside(org_id: int | None = None) -> AbstractContextManager[Session]:

@@ -13,10 +13,11 @@ import pytest
 from psycopg import sql
 
 from core.apply import ChunkApplier, load_series, prepare_connection
-from core.db import admin_transaction, get_engine
+from core.db import get_engine
 from core.jobs.lease import ClaimedJob, claim
 from core.rows import CouponIdentifier, CustomerIdentifier, Mapping, RowChecker
 from core.settings import get_settings
+from tests.dbtools import admin_transaction
 
 
 @contextmanager

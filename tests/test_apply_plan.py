@@ -22,9 +22,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from core.db import admin_transaction
 from core.jobs.lease import claim, finish
 from tests.appliers import chunk_applier, explaining_connection
+from tests.dbtools import admin_transaction
 from tests.factories import SAMPLE_MS, create_job, create_series
 
 CUSTOMERS = 1000

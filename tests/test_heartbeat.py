@@ -12,10 +12,11 @@ import pytest
 from sqlalchemy import text
 
 from core import pipeline
-from core.db import admin_transaction, transaction
+from core.db import transaction
 from core.jobs import lease as job_lease
 from core.jobs import sweep as job_sweep
 from core.settings import get_settings
+from tests.dbtools import admin_transaction
 from tests.factories import SAMPLE_MS, create_coupon, create_customer, create_job, create_series
 
 LEASE_SECONDS = 2  # the beat then runs every 0.5 s

@@ -10,7 +10,7 @@ from sqlalchemy import text
 
 from core import pipeline
 from core.apply import LeaseLost, prepare_connection
-from core.db import admin_transaction, transaction
+from core.db import transaction
 from core.jobs.cancel import request_cancel
 from core.jobs.lease import claim, release
 from core.jobs.sweep import end_frozen_copies, sweep
@@ -18,6 +18,7 @@ from core.rows import Candidate, Failure
 from core.settings import get_settings
 from core.storage import get_storage
 from tests.appliers import chunk_applier, claimed_applier
+from tests.dbtools import admin_transaction
 from tests.factories import SAMPLE_MS, bulk_customers_and_coupons, create_job, create_series
 
 
