@@ -11,8 +11,9 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from core import jobs
 from core.db import transaction
+from core.jobs import documents, queries
+from core.models.jobs import TERMINAL_STATUSES
 from core.settings import get_settings
 
 POLL_SECONDS = 0.5  # progress commits once a chunk (~0.5 s of work): no point looking more often
@@ -21,7 +22,7 @@ KEEP_ALIVE_SECONDS = 15.0  # a comment line, so that proxies keep an idle stream
 
 def _snapshot(org_id: int, job_id: int) -> dict[str, Any]:
     with transaction(org_id) as session:
-        return jobs.job_document(jobs.get_job(session, org_id, job_id))
+        return documents.job_document(queries.get_job(session, org_id, job_id))
 
 
 def _event(name: str, document: dict[str, Any]) -> str:
@@ -37,7 +38,7 @@ async def job_events(request: Request, org_id: int, job_id: int) -> AsyncIterato
     give_up = started + get_settings().events_max_seconds
     while True:
         document = await run_in_threadpool(_snapshot, org_id, job_id)
-        if document["status"] in jobs.TERMINAL:
+        if document["status"] in TERMINAL_STATUSES:
             yield _event("end", document)
             return
         progress = document["progress"]

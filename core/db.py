@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from sqlalchemy import CursorResult, Engine, Result, create_engine, text
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from core.settings import get_settings
-
-_engine: Engine | None = None
-_engine_pid: int | None = None
-_poll_engine: tuple[int, Engine] | None = None
-_sessionmaker: sessionmaker[Session] | None = None
-_admin: tuple[int, sessionmaker[Session]] | None = None
-_aside: tuple[int, Engine] | None = None
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -51,30 +44,77 @@ def _overflow(pool_size: int) -> int:
 SESSION_OPTIONS = "-c jit=off"
 
 
-def get_engine() -> Engine:
-    global _engine, _engine_pid, _sessionmaker
-    if _engine is None or _engine_pid != os.getpid():
-        # A forked child must not reuse the parent's sockets: drop them without closing.
-        if _engine is not None:
-            _engine.dispose(close=False)
-        _engine = create_engine(
-            sqlalchemy_url(get_settings().database_url),
-            pool_pre_ping=True,
-            connect_args={"options": SESSION_OPTIONS},
-            pool_size=get_settings().db_main_pool_size,
-            max_overflow=_overflow(get_settings().db_main_pool_size),
-        )
-        _engine_pid = os.getpid()
-        _sessionmaker = sessionmaker(_engine, expire_on_commit=False)
-    return _engine
+class _PerProcess:
+    """An engine made on first use in each process. A forked child must not reuse the
+    parent's sockets: it drops them without closing them (they are the parent's still) and
+    makes its own."""
+
+    def __init__(self, make: Callable[[], Engine]) -> None:
+        self._make = make
+        self._made: tuple[int, Engine] | None = None
+
+    def get(self) -> Engine:
+        if self._made is None or self._made[0] != os.getpid():
+            if self._made is not None:
+                self._made[1].dispose(close=False)
+            self._made = (os.getpid(), self._make())
+        return self._made[1]
+
+    def dispose(self) -> None:
+        if self._made is not None:
+            self._made[1].dispose()
+            self._made = None
+
+
+def _main_engine() -> Engine:
+    return create_engine(
+        sqlalchemy_url(get_settings().database_url),
+        pool_pre_ping=True,
+        connect_args={"options": SESSION_OPTIONS},
+        pool_size=get_settings().db_main_pool_size,
+        max_overflow=_overflow(get_settings().db_main_pool_size),
+    )
 
 
 POLL_APPLICATION = "bulkredeem poll"  # how the poll connections show in pg_stat_activity
 
 
+def _poll_engine() -> Engine:
+    return create_engine(
+        sqlalchemy_url(get_settings().database_url),
+        isolation_level="AUTOCOMMIT",
+        connect_args={"options": SESSION_OPTIONS, "application_name": POLL_APPLICATION},
+        # Kept open between requests: a poll that has to open a connection waits for a
+        # new backend. With 10, bursts of 50 pollers churned overflow connections and
+        # their p99 was 46-65 ms on an idle machine; with 30 it was 12-19 ms.
+        pool_size=get_settings().db_poll_pool_size,
+        max_overflow=_overflow(get_settings().db_poll_pool_size),
+    )
+
+
+def _aside_engine() -> Engine:
+    """A small pool of its own for `transaction_aside`."""
+    return create_engine(
+        sqlalchemy_url(get_settings().database_url),
+        connect_args={"options": SESSION_OPTIONS},
+        pool_pre_ping=True,
+        pool_size=1,
+        max_overflow=4,
+    )
+
+
+_main = _PerProcess(_main_engine)
+_poll = _PerProcess(_poll_engine)
+_aside = _PerProcess(_aside_engine)
+
+
+def get_engine() -> Engine:
+    return _main.get()
+
+
 def get_poll_engine() -> Engine:
-    """Connections for GET /v1/jobs/{id} alone (core.jobs.poll): autocommit, so that its one
-    query goes alone, and no ping before each use, a round trip of its own that cost polls
+    """Connections for GET /v1/jobs/{id} alone (core/jobs/poll.py): autocommit, so that its
+    one query goes alone, and no ping before each use, a round trip of its own that cost polls
     ~10 ms of their p99 while a job ran (bench/README.md). A connection the server dropped
     fails a poll's first try; the poll then drops the pool (after a restart every connection
     in it is dead) and asks again on a new connection.
@@ -83,46 +123,18 @@ def get_poll_engine() -> Engine:
     `db_poll_pool_size` of them from then on: nothing is opened at startup, so an idle API
     holds none of the server's connection slots (a Postgres that serves other databases may
     have few to spare), and after the first burst the next one finds them open."""
-    global _poll_engine
-    if _poll_engine is None or _poll_engine[0] != os.getpid():
-        if _poll_engine is not None:
-            _poll_engine[1].dispose(close=False)
-        engine = create_engine(
-            sqlalchemy_url(get_settings().database_url),
-            isolation_level="AUTOCOMMIT",
-            connect_args={"options": SESSION_OPTIONS, "application_name": POLL_APPLICATION},
-            # Kept open between requests: a poll that has to open a connection waits for a
-            # new backend. With 10, bursts of 50 pollers churned overflow connections and
-            # their p99 was 46-65 ms on an idle machine; with 30 it was 12-19 ms.
-            pool_size=get_settings().db_poll_pool_size,
-            max_overflow=_overflow(get_settings().db_poll_pool_size),
-        )
-        _poll_engine = (os.getpid(), engine)
-    return _poll_engine[1]
+    return _poll.get()
 
 
 def dispose_engine() -> None:
-    global _engine, _sessionmaker, _admin, _poll_engine, _aside
-    if _aside is not None:
-        _aside[1].dispose()
-        _aside = None
-    if _engine is not None:
-        _engine.dispose()
-    if _poll_engine is not None:
-        _poll_engine[1].dispose()
-        _poll_engine = None
-    if _admin is not None:
-        engine = _admin[1].kw["bind"]
-        engine.dispose()
-    _engine = None
-    _sessionmaker = None
-    _admin = None
+    """Close this process's pools; the next use opens new ones, as the settings are then."""
+    _aside.dispose()
+    _main.dispose()
+    _poll.dispose()
 
 
 def new_session() -> Session:
-    get_engine()
-    assert _sessionmaker is not None
-    return _sessionmaker()
+    return Session(get_engine(), expire_on_commit=False)
 
 
 def set_org(session: Session, org_id: int) -> None:
@@ -148,38 +160,11 @@ def transaction(org_id: int | None = None) -> AbstractContextManager[Session]:
     return _unit_of_work(new_session(), org_id)
 
 
-def admin_transaction() -> AbstractContextManager[Session]:
-    """A transaction as the owner role (DATABASE_ADMIN_URL, else DATABASE_URL), which sees
-    every org: for the command line and administration, never for serving requests."""
-    global _admin
-    if _admin is None or _admin[0] != os.getpid():
-        settings = get_settings()
-        engine = create_engine(
-            sqlalchemy_url(settings.database_admin_url or settings.database_url),
-            pool_pre_ping=True,
-            pool_size=2,
-        )
-        _admin = (os.getpid(), sessionmaker(engine, expire_on_commit=False))
-    return _unit_of_work(_admin[1](), None)
-
-
 def transaction_aside(org_id: int | None = None) -> AbstractContextManager[Session]:
     """A short transaction on a connection of its own, never one of the request pool's: for a
     write that must stand whatever becomes of the request (a key's last use), made while the
     request may hold a pooled connection, which waiting on that same pool could deadlock."""
-    global _aside
-    if _aside is None or _aside[0] != os.getpid():
-        if _aside is not None:
-            _aside[1].dispose(close=False)
-        engine = create_engine(
-            sqlalchemy_url(get_settings().database_url),
-            connect_args={"options": SESSION_OPTIONS},
-            pool_pre_ping=True,
-            pool_size=1,
-            max_overflow=4,
-        )
-        _aside = (os.getpid(), engine)
-    return _unit_of_work(Session(_aside[1], expire_on_commit=False), org_id)
+    return _unit_of_work(Session(_aside.get(), expire_on_commit=False), org_id)
 
 
 def rows_changed(result: Result[Any]) -> int:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, BinaryIO
 
-from core import jobs, metrics
+from core import metrics
 from core.apply import (
     ChunkApplier,
     LeaseLost,
@@ -28,6 +28,7 @@ from core.apply import (
 )
 from core.csvstream import read_records, sniff_encoding
 from core.db import get_engine, set_org, transaction
+from core.jobs import lease, queries
 from core.logs import log_context
 from core.prefetch import prefetched
 from core.rows import Candidate, CouponIdentifier, CustomerIdentifier, Failure, Mapping, RowChecker
@@ -47,11 +48,11 @@ class SliceResult(Enum):
 def next_jobs(job_id: int) -> list[int]:
     """Jobs of the same org that may start now that this one has ended (its cap allowing)."""
     with transaction() as session:
-        org_id = jobs.org_of(session, job_id)
+        org_id = queries.org_of(session, job_id)
         if org_id is None:
             return []
         set_org(session, org_id)
-        return jobs.startable(session, org_id)
+        return lease.startable(session, org_id)
 
 
 def run_slice(job_id: int, *, slice_seconds: float | None = None) -> SliceResult:
@@ -59,11 +60,11 @@ def run_slice(job_id: int, *, slice_seconds: float | None = None) -> SliceResult
     budget = settings.slice_seconds if slice_seconds is None else slice_seconds
     token = uuid.uuid4().hex
     with transaction() as session:
-        org_id = jobs.org_of(session, job_id)
+        org_id = queries.org_of(session, job_id)
         if org_id is None:
             return SliceResult.NOT_CLAIMED
         set_org(session, org_id)
-        job = jobs.claim(session, job_id, token)
+        job = lease.claim(session, job_id, token)
     if job is None:
         return SliceResult.NOT_CLAIMED
     with log_context(job_id=job_id, org_id=org_id):
@@ -76,14 +77,14 @@ def run_slice(job_id: int, *, slice_seconds: float | None = None) -> SliceResult
         except BlobMissing:
             # Only the store's word that the file is gone ends the job; any other missing
             # file on the way (a temporary one, a library's) is a failed slice, retried.
-            with jobs.lease_transaction(org_id) as session:
-                jobs.fail(session, job_id, "the uploaded file is no longer stored", token)
+            with lease.lease_transaction(org_id) as session:
+                lease.fail(session, job_id, "the uploaded file is no longer stored", token)
             return SliceResult.DONE
         except Exception as exc:
             # Let the lease lapse at once: the sweeper records the loss and retries soon.
             log.exception("job %s: slice failed", job_id)
-            with jobs.lease_transaction(org_id) as session:
-                jobs.release(session, job_id, token, f"{type(exc).__name__}: {exc}")
+            with lease.lease_transaction(org_id) as session:
+                lease.release(session, job_id, token, f"{type(exc).__name__}: {exc}")
             raise
 
 
@@ -101,8 +102,8 @@ def _heartbeat(job_id: int, org_id: int, token: str) -> Iterator[None]:
     def beat() -> None:
         while not stop.wait(interval):
             try:
-                with jobs.lease_transaction(org_id) as session:
-                    if not jobs.heartbeat(session, job_id, token):
+                with lease.lease_transaction(org_id) as session:
+                    if not lease.heartbeat(session, job_id, token):
                         return
             except Exception:  # the next beat, or the next chunk's fencing, will tell
                 log.warning("job %s: heartbeat failed", job_id, exc_info=True)
@@ -116,7 +117,7 @@ def _heartbeat(job_id: int, org_id: int, token: str) -> Iterator[None]:
         thread.join()
 
 
-def _process(job: jobs.ClaimedJob, token: str, deadline: float) -> SliceResult:
+def _process(job: lease.ClaimedJob, token: str, deadline: float) -> SliceResult:
     """Apply chunks until the file ends, the job is cancelled or the slice's time is up.
 
     Two connections take turns: while chunk i commits on one, chunk i+1 is staged, resolved
@@ -215,12 +216,12 @@ def _process(job: jobs.ClaimedJob, token: str, deadline: float) -> SliceResult:
                         log.warning("job %s: abandoning a prepared chunk", job.id, exc_info=True)
             # The slice's time is up: hand the rest on, unless there is no rest.
             if not ended and prepared.end_offset < job.file_size:
-                with jobs.lease_transaction(job.org_id) as session:
-                    if not jobs.hand_off(session, job.id, token):
+                with lease.lease_transaction(job.org_id) as session:
+                    if not lease.hand_off(session, job.id, token):
                         raise LeaseLost(job.id)
                 return SliceResult.MORE
-        with jobs.lease_transaction(job.org_id) as session:
-            status = jobs.finish(session, job.id, token)
+        with lease.lease_transaction(job.org_id) as session:
+            status = lease.finish(session, job.id, token)
         if status is None:
             raise LeaseLost(job.id)
         log.info("job %s: %s", job.id, status)
@@ -239,7 +240,7 @@ class Chunk:
 
 
 def _chunks(
-    stream: BinaryIO, job: jobs.ClaimedJob, checker: RowChecker, size: int
+    stream: BinaryIO, job: lease.ClaimedJob, checker: RowChecker, size: int
 ) -> Generator[Chunk, None, None]:
     """The job's rows from its checkpoint on, checked, `size` data records at a time."""
     offset = job.bytes_processed

@@ -10,9 +10,9 @@ import csv
 import io
 from collections.abc import Iterator
 
-from core import jobs
 from core.codes import error_name
 from core.db import transaction
+from core.jobs import queries
 
 PAGE_ROWS = 5_000
 REPORT_COLUMNS = ("rowNumber", "errorCode", "errorName", "errorMessage")
@@ -32,7 +32,7 @@ def report_lines(org_id: int, job_id: int, header: list[str]) -> Iterator[bytes]
     after = 0
     while True:
         with transaction(org_id) as session:
-            page = jobs.row_errors(session, job_id, after_row=after, limit=PAGE_ROWS)
+            page = queries.row_errors(session, job_id, after_row=after, limit=PAGE_ROWS)
         for error in page:
             cells = list(error.cells[:width])
             cells.extend([""] * (width - len(cells)))

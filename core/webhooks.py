@@ -23,9 +23,9 @@ import httpx
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from core import jobs
 from core.db import rows_changed, set_org, transaction
 from core.errors import invalid
+from core.jobs import documents, queries
 from core.models import Org
 from core.settings import get_settings
 
@@ -196,7 +196,7 @@ def deliver(job_id: int, *, base_delay: float = BACKOFF_BASE_SECONDS) -> Outcome
     settings = get_settings()
     token = uuid.uuid4().hex
     with transaction() as session:
-        org_id = jobs.org_of(session, job_id)
+        org_id = queries.org_of(session, job_id)
         if org_id is None:
             return Outcome("none")
         set_org(session, org_id)
@@ -210,17 +210,18 @@ def deliver(job_id: int, *, base_delay: float = BACKOFF_BASE_SECONDS) -> Outcome
         ).one_or_none()
         if claimed is None:
             return Outcome("not_due")
-        job = jobs.get_job(session, org_id, job_id)
+        job = queries.get_job(session, org_id, job_id)
         # The same bytes at every attempt: the ended job no longer changes, and its delivery
         # state (which would be stale by the time it is read) is left out.
-        body = json.dumps(jobs.job_document(job, callback=False), separators=(",", ":")).encode()
+        document = documents.job_document(job, callback=False)
+        body = json.dumps(document, separators=(",", ":")).encode()
         secret = org_secret(session, org_id)
 
     started = datetime.now(UTC)
     clock = time.monotonic()
     status, error, permanent = _post(claimed.url, body, secret, settings.webhook_timeout_seconds)
     attempt = {
-        "at": jobs.iso(started),
+        "at": documents.iso(started),
         "status": status,
         "error": error,
         "durationMs": round((time.monotonic() - clock) * 1000),
@@ -299,7 +300,7 @@ def _post(
 def due_now(job_id: int) -> bool:
     """Whether the job has a delivery waiting for its first (or next) attempt now."""
     with transaction() as session:
-        org_id = jobs.org_of(session, job_id)
+        org_id = queries.org_of(session, job_id)
         if org_id is None:
             return False
         set_org(session, org_id)

@@ -12,16 +12,17 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from core import jobs
 from core.apply import ChunkApplier, ChunkOutcome, load_series, prepare_connection
-from core.db import admin_transaction, get_engine
+from core.db import get_engine
+from core.jobs.lease import ClaimedJob, claim
 from core.rows import Candidate, CouponIdentifier, CustomerIdentifier, Failure, Mapping, RowChecker
 from core.settings import get_settings
+from tests.dbtools import admin_transaction
 
 
 @contextmanager
 def chunk_applier(
-    claimed: jobs.ClaimedJob,
+    claimed: ClaimedJob,
     org_id: int,
     series_id: int,
     token: str,
@@ -69,7 +70,7 @@ def chunk_applier(
 def claimed_applier(job_id: int, org_id: int, series_id: int, token: str) -> Iterator[ChunkApplier]:
     """The job claimed with `token`, and its applier."""
     with admin_transaction() as session:
-        claimed = jobs.claim(session, job_id, token)
+        claimed = claim(session, job_id, token)
     assert claimed is not None
     with chunk_applier(claimed, org_id, series_id, token) as applier:
         yield applier

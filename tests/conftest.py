@@ -117,8 +117,8 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     migrate.upgrade(url)
     # The demo's fixed ids (coupon 23456, customer 23599838) first, before any bulk test's
     # coupons or customers can take them: the tests that seed the demo then pass in any order.
-    from core.db import admin_transaction
     from core.demo import seed_demo
+    from tests.dbtools import admin_transaction
 
     with admin_transaction() as session:
         seed_demo(session)
@@ -132,7 +132,7 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def org(database_url: str) -> tuple[int, str]:
     """A fresh org and its API key: tests are isolated from each other by org."""
     from core import keys
-    from core.db import admin_transaction
+    from tests.dbtools import admin_transaction
 
     with admin_transaction() as session:
         created, issued = keys.create_org(session, f"test-{uuid.uuid4().hex[:12]}")

@@ -22,9 +22,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from core import jobs
-from core.db import admin_transaction
+from core.jobs.lease import claim, finish
 from tests.appliers import chunk_applier, explaining_connection
+from tests.dbtools import admin_transaction
 from tests.factories import SAMPLE_MS, create_job, create_series
 
 CUSTOMERS = 1000
@@ -174,7 +174,7 @@ def run_chunks(database_url: str, table: BigTable, kind: str, *, dry_run: bool, 
     job_id = create_job(org_id, series, ["date,till,mobile,code", f"{SAMPLE_MS},T1,1,K00000"])
     token = f"plan-{uuid.uuid4().hex[:8]}"
     with admin_transaction() as session:
-        claimed = jobs.claim(session, job_id, token)
+        claimed = claim(session, job_id, token)
     assert claimed is not None
     plans: list[dict[str, Any]] = []
     seconds: list[float] = []
@@ -200,7 +200,7 @@ def run_chunks(database_url: str, table: BigTable, kind: str, *, dry_run: bool, 
             first_record = number
     # Ended, so that the org's cap on running jobs leaves room for the next test's.
     with admin_transaction() as session:
-        assert jobs.finish(session, job_id, token) is not None
+        assert finish(session, job_id, token) is not None
     return Run(plans, seconds, succeeded, errors)
 
 

@@ -6,8 +6,8 @@ import pytest
 from sqlalchemy import text
 
 from core import pipeline
-from core.db import admin_transaction
 from core.settings import get_settings
+from tests.dbtools import admin_transaction
 from tests.factories import SAMPLE_MS, create_coupon, create_customer, create_job, create_series
 
 

@@ -11,9 +11,9 @@ from typer.testing import CliRunner, Result
 
 from cli.main import app
 from core import demo, keys
-from core.db import admin_transaction
 from core.models import Coupon, CouponCounter, CouponSeries, Customer, Org, Redemption
 from core.settings import get_settings
+from tests.dbtools import admin_transaction
 
 runner = CliRunner()
 

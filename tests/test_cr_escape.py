@@ -17,9 +17,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from core.db import admin_transaction
 from core.reports import escape
 from core.rows import clean
+from tests.dbtools import admin_transaction
 from tests.factories import SAMPLE_MS, create_coupon, create_customer, create_series
 from tests.helpers import ALL_COLUMNS_HEADERS, all_row_errors, job_id_of, upload, wait_for_job
 

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from core.db import admin_transaction
+from tests.dbtools import admin_transaction
 from tests.factories import SAMPLE_MS
 from tests.helpers import job_id_of, upload, wait_for_job
 from tests.test_pipeline import World

@@ -14,8 +14,9 @@ import pytest
 from celery import Celery
 from sqlalchemy import text
 
-from core.db import admin_transaction, transaction
+from core.db import transaction
 from tests import processes
+from tests.dbtools import admin_transaction
 from tests.factories import (
     SAMPLE_MS,
     bulk_customers_and_coupons,

@@ -31,8 +31,8 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", create_app())
 @pytest.fixture(scope="module")
 def fuzz_auth(database_url: str) -> Iterator[dict[str, str]]:
     from core import keys
-    from core.db import admin_transaction
     from core.settings import get_settings
+    from tests.dbtools import admin_transaction
 
     with admin_transaction() as session:
         _, issued = keys.create_org(session, f"fuzz-{uuid.uuid4().hex[:8]}")

@@ -17,10 +17,10 @@ from sqlalchemy import text
 
 from cli.devservices import free_port
 from core import keys, pipeline
-from core.db import admin_transaction
 from core.metrics import redis_client
 from core.models.jobs import JOB_STATUSES
 from core.settings import get_settings
+from tests.dbtools import admin_transaction
 from tests.factories import SAMPLE_MS, create_coupon, create_customer, create_job, create_series
 from tests.helpers import MOBILE_HEADERS, job_id_of, upload
 from tests.processes import service_env

@@ -11,9 +11,12 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
-from core import jobs, pipeline
-from core.db import admin_transaction, transaction
+from core import pipeline
+from core.db import transaction
+from core.jobs import lease as job_lease
+from core.jobs import sweep as job_sweep
 from core.settings import get_settings
+from tests.dbtools import admin_transaction
 from tests.factories import SAMPLE_MS, create_coupon, create_customer, create_job, create_series
 
 LEASE_SECONDS = 2  # the beat then runs every 0.5 s
@@ -58,7 +61,7 @@ def live_lease(job_id: int) -> tuple[str, datetime]:
 
 def claim(org_id: int, job_id: int, token: str) -> bool:
     with transaction(org_id) as session:
-        return jobs.claim(session, job_id, token) is not None
+        return job_lease.claim(session, job_id, token) is not None
 
 
 def heartbeat_threads(job_id: int) -> list[threading.Thread]:
@@ -108,7 +111,7 @@ def test_a_heartbeat_stops_renewing_once_another_worker_took_the_lease_over(
                 ),
                 {"id": job_id},
             )
-            assert job_id in jobs.sweep(session)
+            assert job_id in job_sweep.sweep(session)
         assert claim(org_id, job_id, "new-owner")
         _, taken_until = live_lease(job_id)
         # The old heartbeat learns at its next beat that the lease is not its own, and ends.
@@ -121,8 +124,8 @@ def test_a_heartbeat_stops_renewing_once_another_worker_took_the_lease_over(
         assert owner == "new-owner"
         assert until == taken_until  # nobody renewed the new owner's lease for it
     with transaction(org_id) as session:
-        assert jobs.heartbeat(session, job_id, "old-owner") is False
-        assert jobs.heartbeat(session, job_id, "new-owner") is True
+        assert job_lease.heartbeat(session, job_id, "old-owner") is False
+        assert job_lease.heartbeat(session, job_id, "new-owner") is True
 
 
 @pytest.fixture
@@ -182,10 +185,10 @@ def test_a_beat_passes_over_the_row_its_own_chunk_holds_and_renews_once_it_is_fr
         chunk.execute("SELECT 1 FROM upload_jobs WHERE id = %s FOR UPDATE", (job_id,))
         started = time.monotonic()
         with transaction(org_id) as session:
-            assert jobs.heartbeat(session, job_id, "worker-1") is True  # still ours
-            assert jobs.heartbeat(session, job_id, "intruder") is False
+            assert job_lease.heartbeat(session, job_id, "worker-1") is True  # still ours
+            assert job_lease.heartbeat(session, job_id, "intruder") is False
         assert time.monotonic() - started < 1  # did not wait for the chunk
         assert lease(job_id)[1] == claimed_until
     with transaction(org_id) as session:
-        assert jobs.heartbeat(session, job_id, "worker-1") is True
+        assert job_lease.heartbeat(session, job_id, "worker-1") is True
     assert live_lease(job_id)[1] > claimed_until

@@ -17,8 +17,9 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from core.db import admin_transaction, new_session, set_org
+from core.db import new_session, set_org
 from core.models import UploadJob
+from tests.dbtools import admin_transaction
 from tests.factories import SAMPLE_MS, create_series
 from tests.helpers import MOBILE_HEADERS
 from tests.processes import api as start_api

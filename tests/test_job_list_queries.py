@@ -8,8 +8,9 @@ from contextlib import contextmanager
 from fastapi.testclient import TestClient
 from sqlalchemy import event, update
 
-from core.db import admin_transaction, get_engine
+from core.db import get_engine
 from core.models import UploadJob
+from tests.dbtools import admin_transaction
 from tests.factories import SAMPLE_MS, create_job, create_series
 
 

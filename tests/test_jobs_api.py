@@ -10,8 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from core import keys, uploads
-from core.db import admin_transaction, transaction
+from core.db import transaction
 from core.storage import get_storage
+from tests.dbtools import admin_transaction
 from tests.factories import SAMPLE_MS, create_series, write_csv
 from tests.helpers import MOBILE_HEADERS, job_id_of, upload
 

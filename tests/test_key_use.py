@@ -15,8 +15,8 @@ import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from core.db import admin_transaction
 from core.ratelimit import WINDOW_SECONDS, RateLimiter
+from tests.dbtools import admin_transaction
 
 ROOT = Path(__file__).resolve().parent.parent
 OTHER_ORG = 1_000_000  # added to an org id: an org no test has

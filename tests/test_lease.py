@@ -8,13 +8,17 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
-from core import jobs, pipeline
+from core import pipeline
 from core.apply import LeaseLost, prepare_connection
-from core.db import admin_transaction, transaction
+from core.db import transaction
+from core.jobs.cancel import request_cancel
+from core.jobs.lease import claim, release
+from core.jobs.sweep import end_frozen_copies, sweep
 from core.rows import Candidate, Failure
 from core.settings import get_settings
 from core.storage import get_storage
 from tests.appliers import apply_chunk, chunk_applier, claimed_applier
+from tests.dbtools import admin_transaction
 from tests.factories import SAMPLE_MS, bulk_customers_and_coupons, create_job, create_series
 
 
@@ -57,9 +61,9 @@ def test_a_held_lease_cannot_be_claimed_twice(
 ) -> None:
     job = make_job(org[0], series, 1, database_url)
     with admin_transaction() as session:
-        assert jobs.claim(session, job, "first") is not None
+        assert claim(session, job, "first") is not None
     with admin_transaction() as session:
-        assert jobs.claim(session, job, "second") is None
+        assert claim(session, job, "second") is None
     assert job_row(job)["lease_owner"] == "first"
 
 
@@ -68,13 +72,13 @@ def test_a_chunk_commits_only_under_the_lease_it_was_started_with(
 ) -> None:
     job_id = make_job(org[0], series, 3, database_url)
     with admin_transaction() as session:
-        claimed = jobs.claim(session, job_id, "old-owner")
+        claimed = claim(session, job_id, "old-owner")
     assert claimed is not None
     # The lease lapses, the sweeper records the loss, and another worker takes the job over.
     lapse(job_id)
     with admin_transaction() as session:
-        assert job_id in jobs.sweep(session)
-        assert jobs.claim(session, job_id, "new-owner") is not None
+        assert job_id in sweep(session)
+        assert claim(session, job_id, "new-owner") is not None
 
     with chunk_applier(claimed, org[0], series, "old-owner") as applier:
         row = applier.checker.check(2, [str(SAMPLE_MS), "T1", "1", "C00000000"], None)
@@ -163,10 +167,10 @@ def test_the_sweeper_enqueues_a_job_whose_message_it_no_longer_trusts_once(
             ),
             {"s": stale, "id": job},
         )
-        assert job in jobs.sweep(session)
+        assert job in sweep(session)
         # Just enqueued again: not again at the next sweep, unless Redis lost its messages.
-        assert job not in jobs.sweep(session)
-        assert job in jobs.sweep(session, stale_seconds=0)
+        assert job not in sweep(session)
+        assert job in sweep(session, stale_seconds=0)
 
 
 def test_a_lapsed_lease_is_a_loss_the_sweeper_retries_at_once_and_the_claim_counts(
@@ -174,19 +178,19 @@ def test_a_lapsed_lease_is_a_loss_the_sweeper_retries_at_once_and_the_claim_coun
 ) -> None:
     job = make_job(org[0], series, 1, database_url)
     with admin_transaction() as session:
-        assert jobs.claim(session, job, "crashed-worker") is not None
+        assert claim(session, job, "crashed-worker") is not None
     with admin_transaction() as session:
         # Lapsed, but its loss not recorded yet: nobody may take it over but through the
         # sweeper, the one place that counts losses.
         lapse(job)
-        assert jobs.claim(session, job, "eager") is None
+        assert claim(session, job, "eager") is None
     with admin_transaction() as session:
-        assert job in jobs.sweep(session)  # the first loss at a record: no wait
+        assert job in sweep(session)  # the first loss at a record: no wait
     row = job_row(job)
     assert (row["lease_owner"], row["stalled_losses"], row["lost_at_record"]) == (None, 1, 1)
     assert row["status"] == "RUNNING" and row["attempts"] == 1
     with admin_transaction() as session:
-        assert jobs.claim(session, job, "next-worker") is not None
+        assert claim(session, job, "next-worker") is not None
     row = job_row(job)
     assert (row["attempts"], row["retry_after"], row["lease_owner"]) == (2, None, "next-worker")
 
@@ -198,15 +202,15 @@ def test_losses_at_the_same_record_back_off_and_fail_the_job_naming_the_record(
     lease = get_settings().lease_seconds
     job = make_job(org[0], series, 1, database_url)
     with admin_transaction() as session:
-        assert jobs.claim(session, job, "first") is not None
-        jobs.release(session, job, "first", "RaiseError: the chunk from row 2 cannot commit")
+        assert claim(session, job, "first") is not None
+        release(session, job, "first", "RaiseError: the chunk from row 2 cannot commit")
     with admin_transaction() as session:
-        assert job in jobs.sweep(session)
-        assert jobs.claim(session, job, "second") is not None
+        assert job in sweep(session)
+        assert claim(session, job, "second") is not None
     lapse(job)
     with admin_transaction() as session:
         # The second loss with no chunk committed since the first: the retry waits a lease.
-        assert job not in jobs.sweep(session)
+        assert job not in sweep(session)
         waits = session.execute(
             text(
                 "SELECT extract(epoch FROM retry_after - clock_timestamp()) FROM upload_jobs "
@@ -215,16 +219,16 @@ def test_losses_at_the_same_record_back_off_and_fail_the_job_naming_the_record(
             {"id": job},
         ).scalar_one()
         assert lease - 5 < float(waits) <= lease
-        assert jobs.claim(session, job, "too-soon") is None
+        assert claim(session, job, "too-soon") is None
         session.execute(
             text("UPDATE upload_jobs SET retry_after = clock_timestamp() WHERE id = :id"),
             {"id": job},
         )
-        assert job in jobs.sweep(session)
-        assert jobs.claim(session, job, "third") is not None
+        assert job in sweep(session)
+        assert claim(session, job, "third") is not None
     lapse(job)
     with admin_transaction() as session:
-        assert job not in jobs.sweep(session)
+        assert job not in sweep(session)
     row = job_row(job)
     assert (row["status"], row["attempts"], row["stalled_losses"]) == ("FAILED", 3, 3)
     assert row["failure_reason"] == (
@@ -253,7 +257,7 @@ def test_a_loss_after_a_committed_chunk_starts_the_count_again(
             assert outcome.succeeded == 1
         lapse(job_id)
         with admin_transaction() as session:
-            assert job_id in jobs.sweep(session)  # never twice at a record: never a wait
+            assert job_id in sweep(session)  # never twice at a record: never a wait
         row = job_row(job_id)
         assert (row["status"], row["stalled_losses"], row["lost_at_record"]) == (
             "RUNNING",
@@ -269,14 +273,14 @@ def test_the_sweeper_passes_over_a_job_whose_holder_is_inside_a_chunk(
     monkeypatch.setattr(get_settings(), "max_attempts", 1)
     job = make_job(org[0], series, 1, database_url)
     with admin_transaction() as session:
-        assert jobs.claim(session, job, "slow-chunk") is not None
+        assert claim(session, job, "slow-chunk") is not None
     lapse(job)
     # The holder's chunk has the job row locked (as the fence does) and outlasts the lease.
     with psycopg.connect(database_url) as chunk:
         chunk.execute("SELECT 1 FROM upload_jobs WHERE id = %s FOR UPDATE", (job,))
         with admin_transaction() as session:
-            assert job not in jobs.sweep(session)
-            assert jobs.claim(session, job, "intruder") is None
+            assert job not in sweep(session)
+            assert claim(session, job, "intruder") is None
         # It commits, renewing the lease from the moment it writes.
         chunk.execute(
             "UPDATE upload_jobs SET lease_expires_at = clock_timestamp() + interval '60 s' "
@@ -284,7 +288,7 @@ def test_the_sweeper_passes_over_a_job_whose_holder_is_inside_a_chunk(
             (job,),
         )
     with admin_transaction() as session:
-        assert job not in jobs.sweep(session)
+        assert job not in sweep(session)
     row = job_row(job)
     assert (row["status"], row["lease_owner"], row["stalled_losses"]) == (
         "RUNNING",
@@ -321,7 +325,7 @@ def test_another_missing_file_on_the_way_is_a_failed_slice_not_the_jobs_end(
     monkeypatch.undo()
     with admin_transaction() as session:
         session.execute(text("UPDATE upload_jobs SET retry_after = NULL WHERE id = :j"), {"j": job})
-        jobs.sweep(session)
+        sweep(session)
     assert pipeline.run_slice(job) is pipeline.SliceResult.DONE
     assert job_row(job)["status"] == "COMPLETED"
 
@@ -333,7 +337,7 @@ def test_the_sweeper_ends_a_session_frozen_in_the_middle_of_a_chunks_copy(
     monkeypatch.setattr(get_settings(), "lease_seconds", 1)
     job = make_job(org[0], series, 1, database_url)
     with admin_transaction() as session:
-        assert jobs.claim(session, job, "frozen") is not None
+        assert claim(session, job, "frozen") is not None
     frozen = psycopg.connect(get_settings().database_url)  # the service's role, as a worker
     try:
         prepare_connection(frozen)
@@ -346,10 +350,10 @@ def test_the_sweeper_ends_a_session_frozen_in_the_middle_of_a_chunks_copy(
         ):
             time.sleep(0.3)
             with transaction() as session:  # younger than a lease: left alone
-                assert jobs.end_frozen_copies(session) == 0
+                assert end_frozen_copies(session) == 0
             time.sleep(1.2)
             with transaction() as session:
-                assert job in jobs.sweep(session)
+                assert job in sweep(session)
             with admin_transaction() as session:
                 assert (
                     session.execute(
@@ -370,7 +374,7 @@ def test_a_job_waiting_for_its_retry_is_cancelled_at_once(
 ) -> None:
     job = make_job(org[0], series, 1, database_url)
     with admin_transaction() as session:
-        assert jobs.claim(session, job, "lost") is not None
+        assert claim(session, job, "lost") is not None
         session.execute(
             text(
                 "UPDATE upload_jobs SET lost_at_record = next_record, stalled_losses = 1, "
@@ -378,10 +382,10 @@ def test_a_job_waiting_for_its_retry_is_cancelled_at_once(
             ),
             {"id": job},
         )
-        assert job not in jobs.sweep(session)  # lost twice at its first record: it waits
+        assert job not in sweep(session)  # lost twice at its first record: it waits
     assert job_row(job)["retry_after"] is not None
     with transaction(org[0]) as session:
-        cancelled = jobs.request_cancel(session, org[0], job)
+        cancelled = request_cancel(session, org[0], job)
         assert (cancelled.status, cancelled.retry_after) == ("CANCELLED", None)
     row = job_row(job)
     assert (row["status"], row["lease_owner"]) == ("CANCELLED", None)

@@ -16,8 +16,9 @@ import pytest
 from sqlalchemy import text
 
 from core import keys
-from core.db import admin_transaction, transaction
+from core.db import transaction
 from tests import processes
+from tests.dbtools import admin_transaction
 from tests.factories import create_series
 from tests.test_faults import (
     FAST,

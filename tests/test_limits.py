@@ -54,7 +54,7 @@ def test_polling_over_the_orgs_rate_gets_429_and_other_orgs_are_not_affected(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from core import keys
-    from core.db import admin_transaction
+    from tests.dbtools import admin_transaction
 
     monkeypatch.setattr(get_settings(), "requests_per_minute", 5)
     codes = [client.get("/v1/jobs", headers=auth).status_code for _ in range(6)]

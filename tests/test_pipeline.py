@@ -12,8 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from core.db import admin_transaction, transaction
+from core.db import transaction
 from tests.conftest import FIXTURES
+from tests.dbtools import admin_transaction
 from tests.factories import (
     SAMPLE_MS,
     create_coupon,

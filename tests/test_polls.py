@@ -9,7 +9,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from core import keys
-from core.db import POLL_APPLICATION, admin_transaction, get_poll_engine
+from core.db import POLL_APPLICATION, get_poll_engine
+from tests.dbtools import admin_transaction
 from tests.factories import SAMPLE_MS, create_job, create_series
 
 

@@ -14,10 +14,11 @@ import pytest
 from sqlalchemy import text
 
 from core import db
-from core.db import POLL_APPLICATION, admin_transaction, get_engine, get_poll_engine
+from core.db import POLL_APPLICATION, get_engine, get_poll_engine
 from core.settings import Settings, get_settings
 from tests import processes
 from tests.crowd import connections_of, local_ports_of, server_url, tcp_port
+from tests.dbtools import admin_transaction
 
 
 def _server_port() -> int:

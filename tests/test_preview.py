@@ -18,8 +18,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from core import keys
-from core.db import admin_transaction
 from core.settings import get_settings
+from tests.dbtools import admin_transaction
 from tests.factories import SAMPLE_MS, create_coupon, create_customer, create_series
 from tests.processes import api as start_api
 from tests.processes import service_env

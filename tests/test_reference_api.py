@@ -11,8 +11,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 
 from core import keys
-from core.db import admin_transaction, transaction
+from core.db import transaction
 from core.models import Coupon, Customer, Redemption
+from tests.dbtools import admin_transaction
 
 Json = dict[str, Any]
 

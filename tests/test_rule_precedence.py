@@ -16,7 +16,7 @@ from sqlalchemy import text
 
 from core import pipeline
 from core.codes import PRECEDENCE, RowError
-from core.db import admin_transaction
+from tests.dbtools import admin_transaction
 from tests.factories import SAMPLE_MS, create_coupon, create_customer, create_job, create_series
 
 HEADERS = (

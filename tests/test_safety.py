@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from core import keys
-from core.db import admin_transaction
 from core.settings import get_settings
+from tests.dbtools import admin_transaction
 from tests.factories import SAMPLE_MS, create_coupon, create_customer, create_series
 from tests.helpers import ALL_COLUMNS_HEADERS, all_row_errors, job_id_of, upload, wait_for_job
 

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from core import keys
-from core.db import admin_transaction
+from tests.dbtools import admin_transaction
 from tests.factories import create_series
 
 

@@ -18,9 +18,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from core import pipeline
-from core.db import admin_transaction
 from core.settings import get_settings
 from core.storage import PART_SIZE, LocalStorage, S3Storage, Storage, get_storage, new_key
+from tests.dbtools import admin_transaction
 from tests.factories import SAMPLE_MS, create_series, redeemable_file
 from tests.helpers import MOBILE_HEADERS, job_id_of, upload
 from tests.s3 import CREDENTIALS, moto_server

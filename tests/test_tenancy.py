@@ -13,8 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from core import keys
-from core.db import admin_transaction
 from core.settings import get_settings
+from tests.dbtools import admin_transaction
 from tests.factories import SAMPLE_MS, create_coupon, create_job, create_series, write_csv
 from tests.helpers import MOBILE_HEADERS, job_id_of, upload, wait_for_job
 

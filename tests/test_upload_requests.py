@@ -13,8 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from core import keys
-from core.db import admin_transaction
 from core.settings import get_settings
+from tests.dbtools import admin_transaction
 from tests.factories import SAMPLE_MS, create_series
 from tests.helpers import MOBILE_HEADERS, job_id_of, upload
 
@@ -332,7 +332,7 @@ def test_semicolon_file_and_headerless_file_are_detected(
     bare = tmp_path / "bare.csv"
     bare.write_bytes(f"{SAMPLE_MS},T1,9988776655,A\n".encode())
     job = job_id_of(upload(client, auth, series, bare, MOBILE_HEADERS))
-    from core.jobs import get_job
+    from core.jobs.queries import get_job
 
     with admin_transaction() as session:
         row = get_job(session, _org_of(client, auth), job)

@@ -21,10 +21,11 @@ from typer.testing import CliRunner
 
 from cli.main import app as cli_app
 from core import pipeline, webhooks
-from core.db import admin_transaction, transaction
+from core.db import transaction
 from core.models import Org
 from core.settings import get_settings
 from tests import processes
+from tests.dbtools import admin_transaction
 from tests.factories import SAMPLE_MS, create_series, write_csv
 from tests.helpers import MOBILE_HEADERS, job_id_of, upload
 

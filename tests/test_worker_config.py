@@ -9,9 +9,10 @@ from sqlalchemy import text
 
 from core import retention
 from core.apply import IDLE_IN_TRANSACTION_SECONDS, STATEMENT_TIMEOUT_SECONDS, prepare_connection
-from core.db import admin_transaction, get_engine
+from core.db import get_engine
 from core.settings import get_settings
 from core.storage import get_storage
+from tests.dbtools import admin_transaction
 from tests.factories import SAMPLE_MS, create_job, create_series
 
 

@@ -6,8 +6,9 @@ import logging
 
 import redis
 
-from core import jobs, pipeline, retention, webhooks
+from core import pipeline, retention, webhooks
 from core.db import transaction
+from core.jobs.sweep import sweep as sweep_jobs
 from core.settings import get_settings
 from core.tasknames import DELIVER_WEBHOOK, PROCESS_JOB, PURGE_FILES, SWEEP
 from worker.app import celery_app
@@ -86,7 +87,7 @@ def redis_forgot() -> bool:
 def sweep() -> list[int]:
     forgot = redis_forgot()
     with transaction() as session:
-        job_ids = jobs.sweep(session, stale_seconds=0 if forgot else None)
+        job_ids = sweep_jobs(session, stale_seconds=0 if forgot else None)
     if forgot and job_ids:
         log.info("sweep: Redis lost its messages; ringing again for %s jobs", len(job_ids))
     for job_id in job_ids:

@@ -12,9 +12,10 @@ from api.deps import Bucket, OrgTx, admit, presented_key
 from api.doorbell import ring_delivery_if_due
 from api.errors import ERROR_RESPONSES
 from api.events import job_events
-from core import jobs, reference, reports
+from core import reference, reports
 from core.codes import error_name
 from core.errors import invalid, not_found
+from core.jobs import cancel, documents, poll, queries
 from core.limits import MAX_ID, MAX_PAGE
 from core.models import JOB_STATUSES
 
@@ -37,11 +38,11 @@ def list_jobs(
         raise invalid("status", f"status must be one of {', '.join(JOB_STATUSES)}")
     if couponSeriesId is not None:
         reference.get_series(tx.session, tx.org_id, couponSeriesId)  # another org's series: 404
-    rows, next_cursor = jobs.list_jobs(
+    rows, next_cursor = queries.list_jobs(
         tx.session, tx.org_id, series_id=couponSeriesId, status=status, limit=limit, cursor=cursor
     )
     return {
-        "items": [jobs.job_document(job, delivery=delivery) for job, delivery in rows],
+        "items": [documents.job_document(job, delivery=delivery) for job, delivery in rows],
         "nextCursor": next_cursor,
     }
 
@@ -52,16 +53,16 @@ async def get_job(job_id: JobId, request: Request) -> dict[str, Any]:
     # The route clients poll: its key, rate, job and document go to the threadpool in one
     # trip, where OrgTx and a plain route took three (dependency in, route, dependency out),
     # each a wait for a thread and the GIL when the machine is busy, and to Postgres in one
-    # round trip (jobs.poll; bench/README.md).
+    # round trip (poll.poll; bench/README.md).
     return await run_in_threadpool(_job_document, request, job_id)
 
 
 def _job_document(request: Request, job_id: int) -> dict[str, Any]:
-    found = jobs.poll(presented_key(request), job_id)
+    found = poll.poll(presented_key(request), job_id)
     admit(found.key, Bucket.REQUESTS)
     if found.job is None:
         raise not_found("job")
-    return jobs.job_document(found.job, delivery=found.delivery)
+    return documents.job_document(found.job, delivery=found.delivery)
 
 
 @router.get(
@@ -77,7 +78,7 @@ def _job_document(request: Request, job_id: int) -> dict[str, Any]:
 )
 def job_events_stream(job_id: JobId, tx: OrgTx, request: Request) -> StreamingResponse:
     """Live progress: the job document at every chunk, and a last event when the job ends."""
-    job = jobs.get_job(tx.session, tx.org_id, job_id)  # another org's job: 404 before streaming
+    job = queries.get_job(tx.session, tx.org_id, job_id)  # another org's job: 404 before streaming
     return StreamingResponse(
         job_events(request, tx.org_id, job.id),
         media_type="text/event-stream",
@@ -94,8 +95,8 @@ def get_row_errors(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     """The job's failed rows in file order, a page at a time."""
-    job = jobs.get_job(tx.session, tx.org_id, job_id)
-    page = jobs.row_errors(tx.session, job.id, after_row=afterRow, limit=limit)
+    job = queries.get_job(tx.session, tx.org_id, job_id)
+    page = queries.row_errors(tx.session, job.id, after_row=afterRow, limit=limit)
     return {
         "items": [
             {
@@ -114,7 +115,7 @@ def get_row_errors(
 @router.get("/{jobId}/errors.csv")
 def get_errors_csv(job_id: JobId, tx: OrgTx) -> StreamingResponse:
     """The failed rows as CSV: fix them and upload the file again with the same uploadHeaders."""
-    job = jobs.get_job(tx.session, tx.org_id, job_id)
+    job = queries.get_job(tx.session, tx.org_id, job_id)
     stem = job.file_name.rsplit(".", 1)[0] or "upload"
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in stem)[:100]
     return StreamingResponse(
@@ -127,9 +128,9 @@ def get_errors_csv(job_id: JobId, tx: OrgTx) -> StreamingResponse:
 @router.post("/{jobId}/cancel")
 def cancel_job(job_id: JobId, tx: OrgTx, background: BackgroundTasks) -> dict[str, Any]:
     """Stop the job at its next chunk boundary; rows already applied stay applied."""
-    job = jobs.request_cancel(tx.session, tx.org_id, job_id)
+    job = cancel.request_cancel(tx.session, tx.org_id, job_id)
     if job.status == "CANCELLED" and job.callback_url is not None:
         # A queued job ended here: ring for its webhook once the request has committed
         # (background tasks run after the response, the transaction before it).
         background.add_task(ring_delivery_if_due, job.id)
-    return jobs.job_document(job)
+    return documents.job_document(job)

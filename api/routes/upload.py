@@ -15,9 +15,10 @@ from api import multipart
 from api.deps import OrgTx, UploadOrgId
 from api.doorbell import enqueue_job
 from api.errors import ERROR_RESPONSES, UPLOAD_RESPONSES
-from core import jobs, metrics, reference, uploads
+from core import metrics, reference, uploads
 from core.db import transaction
 from core.errors import DomainError, ErrorKind, FieldProblem
+from core.jobs import documents
 from core.limits import MAX_ID
 from core.models import UploadJob
 from core.storage import get_storage
@@ -79,7 +80,7 @@ def _result(
         "orgId": org_id,
         "couponSeriesId": series_id,
         "fileName": file_name,
-        "redeemUploadJobStatuses": [jobs.capillary_status(job) for job in job_list],
+        "redeemUploadJobStatuses": [documents.capillary_status(job) for job in job_list],
     }
 
 

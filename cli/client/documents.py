@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from core.jobs import TERMINAL
+from core.models.jobs import TERMINAL_STATUSES as TERMINAL
 
 # The exit status of `upload --wait` and `jobs wait` by the job's end; any other end is 1.
 EXIT_BY_STATUS = {"COMPLETED": 0, "COMPLETED_WITH_ERRORS": 2}

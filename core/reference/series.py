@@ -10,8 +10,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core import cursors
-from core.errors import not_found
 from core.limits import MAX_COUNT, MAX_DETAILS, MAX_IDENTIFIER
+from core.lookup import org_row
 from core.models import CouponSeries
 from core.reference.validate import (
     Problems,
@@ -91,12 +91,7 @@ def create_series(session: Session, org_id: int, spec: SeriesInput) -> CouponSer
 
 def get_series(session: Session, org_id: int, series_id: int) -> CouponSeries:
     """The org's series; another org's is as unknown as a missing one."""
-    series = session.execute(
-        select(CouponSeries).where(CouponSeries.id == series_id, CouponSeries.org_id == org_id)
-    ).scalar_one_or_none()
-    if series is None:
-        raise not_found("coupon series")
-    return series
+    return org_row(session, CouponSeries, org_id, series_id, "coupon series")
 
 
 def list_series(
