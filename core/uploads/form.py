@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,7 @@ class UploadPlan:
     details: str | None
     dry_run: bool = False
     callback_url: str | None = None
+    max_error_rate: float | None = None  # as the form gave it; create_job falls back on the org's
 
 
 def parse_enum(form: UploadForm, name: str, enum: Any) -> Any:
@@ -156,6 +158,29 @@ def parse_delimiter(form: UploadForm) -> str | None:
     return value
 
 
+def parse_max_error_rate(form: UploadForm) -> float | None:
+    """maxErrorRate: a share from 0 to 1 (`0.05`) or a percentage with its sign (`5%`).
+
+    A bare `5` is refused, not read as 5%: it could as well mean a share of 5, which no rate
+    can be, and a guard read wrongly would let a wrong upload through or stop a good one."""
+    value = form.get("maxErrorRate")
+    if value is None or value == "":
+        return None
+    text = value[:-1].strip() if value.endswith("%") else value
+    try:
+        number = float(text)
+    except ValueError:
+        number = math.nan
+    rate = number / 100 if text is not value else number
+    if not (math.isfinite(rate) and 0 <= rate <= 1):
+        raise invalid(
+            "maxErrorRate",
+            f"maxErrorRate must be a share from 0 to 1 (0.05) or a percentage from 0% to 100% "
+            f"(5%), not {value!r}",
+        )
+    return rate
+
+
 @dataclass
 class FileStart:
     """What the start of a file says, read as the worker will read it."""
@@ -212,6 +237,7 @@ def judge(form: UploadForm, sink: FileSink) -> UploadPlan:
     if by_name:
         has_header = True
     dry_run = bool(parse_bool(form, "dryRun"))
+    max_error_rate = parse_max_error_rate(form)
     callback_url = form.get("callbackUrl") or None
     if callback_url is not None:
         callback_url = validate_callback_url(callback_url)
@@ -256,4 +282,5 @@ def judge(form: UploadForm, sink: FileSink) -> UploadPlan:
         details=details,
         dry_run=dry_run,
         callback_url=callback_url,
+        max_error_rate=max_error_rate,
     )
