@@ -111,9 +111,18 @@ def boundary(request: Request) -> bytes:
 PARSE_BLOCK = 1 << 20
 
 
-async def read_form(request: Request, sink: uploads.FileSink) -> uploads.UploadForm:
+async def read_form(
+    request: Request, sink: uploads.FileSink, *, file_limit: int | None = None
+) -> uploads.UploadForm:
     """Stream the request's body through the parser: the file into `sink` (committed at the
-    end), the fields into the form returned. The sink is the caller's to discard on error."""
+    end), the fields into the form returned. The sink is the caller's to discard on error.
+
+    With `file_limit` (for a sink that stores nothing), reading stops once the file has given
+    that many bytes, or a little more: the rest of the body, fields after the file included,
+    is never read.
+    """
+    if file_limit is not None and sink.stores:
+        raise ValueError("a file read in part is never stored")
     reader = MultipartReader(sink)
     parser = MultipartParser(boundary(request), reader.callbacks())
     try:
@@ -133,6 +142,8 @@ async def read_form(request: Request, sink: uploads.FileSink) -> uploads.UploadF
             # 142 MiB/s for a 1 GiB upload on the bench).
             async for chunk in request.stream():
                 parser.write(chunk)
+                if file_limit is not None and sink.size >= file_limit:
+                    return reader.form
         await run_in_threadpool(parser.finalize)
     except MultipartParseError as exc:
         raise invalid("request", f"the multipart body is malformed: {exc}") from None

@@ -13,9 +13,9 @@ import pytest
 from psycopg import sql
 
 from core import jobs
-from core.apply import ChunkApplier, load_series, prepare_connection
+from core.apply import ChunkApplier, ChunkOutcome, load_series, prepare_connection
 from core.db import admin_transaction, get_engine
-from core.rows import CouponIdentifier, CustomerIdentifier, Mapping, RowChecker
+from core.rows import Candidate, CouponIdentifier, CustomerIdentifier, Failure, Mapping, RowChecker
 from core.settings import get_settings
 
 
@@ -73,6 +73,26 @@ def claimed_applier(job_id: int, org_id: int, series_id: int, token: str) -> Ite
     assert claimed is not None
     with chunk_applier(claimed, org_id, series_id, token) as applier:
         yield applier
+
+
+def apply_chunk(
+    applier: ChunkApplier,
+    items: list[Candidate | Failure],
+    *,
+    first_record: int,
+    end_offset: int,
+    next_record: int,
+) -> ChunkOutcome:
+    """Prepare and commit one chunk on the applier's own connection, as one call (the
+    pipeline overlaps the two phases on two connections)."""
+    prepared = applier.prepare(
+        applier.conn,
+        items,
+        first_record=first_record,
+        end_offset=end_offset,
+        next_record=next_record,
+    )
+    return applier.commit(prepared)
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from core.db import admin_transaction, transaction
 from core.rows import Candidate, Failure
 from core.settings import get_settings
 from core.storage import get_storage
-from tests.appliers import chunk_applier, claimed_applier
+from tests.appliers import apply_chunk, chunk_applier, claimed_applier
 from tests.factories import SAMPLE_MS, bulk_customers_and_coupons, create_job, create_series
 
 
@@ -79,7 +79,7 @@ def test_a_chunk_commits_only_under_the_lease_it_was_started_with(
     with chunk_applier(claimed, org[0], series, "old-owner") as applier:
         row = applier.checker.check(2, [str(SAMPLE_MS), "T1", "1", "C00000000"], None)
         with pytest.raises(LeaseLost):
-            applier.apply([row], first_record=1, end_offset=10, next_record=3)
+            apply_chunk(applier, [row], first_record=1, end_offset=10, next_record=3)
     after = job_row(job_id)
     assert after["rows_processed"] == 0
     assert after["bytes_processed"] == 0
@@ -104,13 +104,15 @@ def test_a_chunk_commits_only_from_the_checkpoint_it_starts_at(
             return applier.checker.check(number, cells, None)
 
         first = [record(2, 0)]  # the header is record 1: the job starts at next_record 1
-        outcome = applier.apply(first, first_record=1, end_offset=40, next_record=3)
+        outcome = apply_chunk(applier, first, first_record=1, end_offset=40, next_record=3)
         assert (outcome.succeeded, outcome.failed) == (1, 0)
         for again in (1, 4):  # the same chunk again; a chunk that skips record 3
             with pytest.raises(LeaseLost):
-                applier.apply([record(3, 1)], first_record=again, end_offset=80, next_record=4)
+                apply_chunk(
+                    applier, [record(3, 1)], first_record=again, end_offset=80, next_record=4
+                )
         # From the checkpoint, the next chunk applies.
-        outcome = applier.apply([record(3, 1)], first_record=3, end_offset=80, next_record=4)
+        outcome = apply_chunk(applier, [record(3, 1)], first_record=3, end_offset=80, next_record=4)
         assert (outcome.succeeded, outcome.failed) == (1, 0)
     after = job_row(job_id)
     assert (after["rows_processed"], after["next_record"]) == (2, 4)
@@ -245,8 +247,8 @@ def test_a_loss_after_a_committed_chunk_starts_the_count_again(
         with claimed_applier(job_id, org[0], series, token) as applier:
             cells = [str(SAMPLE_MS + i), "T1", str(base + i), f"C{i:08d}"]
             item = applier.checker.check(number, cells, None)
-            outcome = applier.apply(
-                [item], first_record=start, end_offset=number * 30, next_record=number + 1
+            outcome = apply_chunk(
+                applier, [item], first_record=start, end_offset=number * 30, next_record=number + 1
             )
             assert outcome.succeeded == 1
         lapse(job_id)

@@ -8,6 +8,7 @@ from typing import Any
 
 from core.csvstream import (
     DELIMITERS,
+    Record,
     binary_reason,
     detect_delimiter,
     read_records,
@@ -47,7 +48,7 @@ class UploadPlan:
     callback_url: str | None = None
 
 
-def _parse_enum(form: UploadForm, name: str, enum: Any) -> Any:
+def parse_enum(form: UploadForm, name: str, enum: Any) -> Any:
     value = form.get(name)
     allowed = ", ".join(e.value for e in enum)
     if not value:
@@ -133,7 +134,7 @@ def _check_distinct(columns: dict[str, int]) -> None:
         seen[index] = key
 
 
-def _parse_bool(form: UploadForm, name: str) -> bool | None:
+def parse_bool(form: UploadForm, name: str) -> bool | None:
     value = form.get(name)
     if value is None or value == "":
         return None
@@ -144,7 +145,7 @@ def _parse_bool(form: UploadForm, name: str) -> bool | None:
     raise invalid(name, f"{name} must be true or false, not {value!r}")
 
 
-def _parse_delimiter(form: UploadForm) -> str | None:
+def parse_delimiter(form: UploadForm) -> str | None:
     value = form.fields.get("delimiter")
     if value is None or value == "":
         return None
@@ -155,30 +156,20 @@ def _parse_delimiter(form: UploadForm) -> str | None:
     return value
 
 
-def judge(form: UploadForm, sink: FileSink) -> UploadPlan:
-    """Everything that can be said of the request without reading the whole file."""
-    customer = _parse_enum(form, "customerIdentifier", CustomerIdentifier)
-    coupon = _parse_enum(form, "couponIdentifier", CouponIdentifier)
-    mandatory = mandatory_keys(customer, coupon)
-    requested = _parse_columns(form.get("uploadHeaders"), mandatory)
-    by_name = any(isinstance(value, str) for value in requested.values())
-    delimiter = _parse_delimiter(form)
-    has_header = _parse_bool(form, "hasHeader")
-    if by_name and has_header is False:
-        raise invalid(
-            "uploadHeaders",
-            "uploadHeaders names header columns, but hasHeader is false: use column indices",
-        )
-    if by_name:
-        has_header = True
-    dry_run = bool(_parse_bool(form, "dryRun"))
-    callback_url = form.get("callbackUrl") or None
-    if callback_url is not None:
-        callback_url = validate_callback_url(callback_url)
-    details = form.fields.get("details", form.fields.get("Details"))
-    if details is not None and len(details) > MAX_DETAILS:
-        raise invalid("details", f"details is longer than {MAX_DETAILS} characters")
+@dataclass
+class FileStart:
+    """What the start of a file says, read as the worker will read it."""
 
+    encoding: str
+    bom: int  # bytes of the byte-order mark, where the records start
+    delimiter: str
+    first: Record  # the first non-blank record
+    second: Record | None  # the next non-blank one
+
+
+def read_start(form: UploadForm, sink: FileSink, delimiter: str | None) -> FileStart:
+    """The file's first two non-blank records, its encoding and its delimiter (`delimiter`,
+    else detected); a missing, empty or unreadable file, or one of blank lines, is refused."""
     if form.file_name is None:
         raise invalid("file", "file is required: the CSV, as a multipart file part")
     prefix = bytes(sink.prefix)
@@ -201,6 +192,35 @@ def judge(form: UploadForm, sink: FileSink) -> UploadPlan:
         records.close()  # while the file is still open
     if first is None:
         raise invalid("file", "the file has no records (only blank lines)")
+    return FileStart(encoding, bom, delimiter, first, second)
+
+
+def judge(form: UploadForm, sink: FileSink) -> UploadPlan:
+    """Everything that can be said of the request without reading the whole file."""
+    customer = parse_enum(form, "customerIdentifier", CustomerIdentifier)
+    coupon = parse_enum(form, "couponIdentifier", CouponIdentifier)
+    mandatory = mandatory_keys(customer, coupon)
+    requested = _parse_columns(form.get("uploadHeaders"), mandatory)
+    by_name = any(isinstance(value, str) for value in requested.values())
+    delimiter = parse_delimiter(form)
+    has_header = parse_bool(form, "hasHeader")
+    if by_name and has_header is False:
+        raise invalid(
+            "uploadHeaders",
+            "uploadHeaders names header columns, but hasHeader is false: use column indices",
+        )
+    if by_name:
+        has_header = True
+    dry_run = bool(parse_bool(form, "dryRun"))
+    callback_url = form.get("callbackUrl") or None
+    if callback_url is not None:
+        callback_url = validate_callback_url(callback_url)
+    details = form.fields.get("details", form.fields.get("Details"))
+    if details is not None and len(details) > MAX_DETAILS:
+        raise invalid("details", f"details is longer than {MAX_DETAILS} characters")
+
+    start = read_start(form, sink, delimiter)
+    first, second, delimiter, encoding = start.first, start.second, start.delimiter, start.encoding
     if by_name:
         columns = _resolve_names(requested, first.cells)
     else:
