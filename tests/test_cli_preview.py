@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+from typer.testing import Result
 
 from tests import test_cli_client
 from tests.factories import SAMPLE_MS, write_csv
@@ -111,14 +112,16 @@ def test_a_swapped_mapping_is_seen_in_the_preview_before_any_upload(
     nothing_uploaded(cli, shop)
 
 
-def test_a_clean_preview_exits_0(cli: Cli, shop: Shop, tmp_path: Path) -> None:
-    path = write_csv(
-        tmp_path / "clean.csv",
-        ["redeemedDateInMillis", "redeemedAt", "mobile", "couponCode"],
-        [[SAMPLE_MS, "T1", shop.mobile, "GOOD1"]],
-    )
+def preview_one_row(cli: Cli, shop: Shop, tmp_path: Path, header: list[str]) -> Result:
+    """`upload --preview` of a file with this header and one good row."""
+    path = write_csv(tmp_path / "one.csv", header, [[SAMPLE_MS, "T1", shop.mobile, "GOOD1"]])
+    return cli(*upload_args(shop, path, "--preview"))
 
-    result = cli(*upload_args(shop, path, "--preview"))
+
+def test_a_clean_preview_exits_0(cli: Cli, shop: Shop, tmp_path: Path) -> None:
+    header = ["redeemedDateInMillis", "redeemedAt", "mobile", "couponCode"]
+
+    result = preview_one_row(cli, shop, tmp_path, header)
 
     assert result.exit_code == 0, result.output
     assert result.stdout.count("would apply") == 1
@@ -129,13 +132,7 @@ def test_a_clean_preview_exits_0(cli: Cli, shop: Shop, tmp_path: Path) -> None:
 def test_a_header_the_cli_cannot_map_is_previewed_with_what_it_lacks(
     cli: Cli, shop: Shop, tmp_path: Path
 ) -> None:
-    path = write_csv(
-        tmp_path / "when.csv",
-        ["when", "Till", "Mobile", "Coupon Code"],
-        [[SAMPLE_MS, "T1", shop.mobile, "GOOD1"]],
-    )
-
-    result = cli(*upload_args(shop, path, "--preview"))
+    result = preview_one_row(cli, shop, tmp_path, ["when", "Till", "Mobile", "Coupon Code"])
 
     assert result.exit_code == 2, result.output
     assert "upload would refuse: no column of the header row maps to redeemedDateInMillis" in (
