@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -10,6 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from api import multipart
 from api.deps import UploadOrgId
 from api.errors import UPLOAD_RESPONSES
+from api.routes import upload
 from core import reference, uploads
 from core.db import transaction
 from core.limits import MAX_ID
@@ -18,42 +20,13 @@ from core.uploads.preview import PREVIEW_BYTES, preview
 
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
 
-# The body is read as a stream (and only its start), so it is described here.
-PREVIEW_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "the file, or its start: only the first 256 KiB"
-                            " are read, so send the other fields before it",
-                        },
-                        "customerIdentifier": {
-                            "type": "string",
-                            "enum": ["MOBILE", "EXTERNAL_ID", "EMAIL", "USER_ID"],
-                        },
-                        "couponIdentifier": {
-                            "type": "string",
-                            "enum": ["COUPON_ID", "COUPON_CODE"],
-                        },
-                        "uploadHeaders": {
-                            "type": "string",
-                            "description": "as for the upload; absent: the suggested mapping",
-                        },
-                        "delimiter": {"type": "string"},
-                        "hasHeader": {"type": "string", "enum": ["true", "false"]},
-                    },
-                }
-            }
-        },
-    }
-}
+# The upload's fields, each optional but the file, of which only the start is read.
+PREVIEW_BODY: dict[str, Any] = copy.deepcopy(upload.UPLOAD_BODY)
+_SCHEMA: dict[str, Any] = PREVIEW_BODY["requestBody"]["content"]["multipart/form-data"]["schema"]
+_SCHEMA["required"] = ["file"]
+_SCHEMA["properties"]["file"]["description"] = (
+    "the file, or its start: only the first 256 KiB are read, so send the other fields before it"
+)
 
 
 @router.post("/preview", openapi_extra=PREVIEW_BODY, responses=UPLOAD_RESPONSES)
