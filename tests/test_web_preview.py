@@ -177,6 +177,29 @@ def test_a_swapped_mapping_shows_each_records_row_error_before_upload(
     expect(page.locator("#preview-rows tr.applies")).to_have_count(5)
 
 
+def test_a_utf16_file_is_read_as_the_service_reads_it(
+    page: Page, org: tuple[int, str], tmp_path: Path
+) -> None:
+    expect = playwright_expect()
+    org_id, key = org
+    series, _ = shop(org_id, tmp_path)
+    path = tmp_path / "excel-unicode.txt"
+    rows = [
+        ["redeemedDateInMillis", "redeemedAt", "mobile", "couponCode"],
+        ["1603128622000", "T1", "9800000000", "WEB0000"],
+    ]
+    text = "".join("\t".join(row) + "\r\n" for row in rows)
+    path.write_bytes(text.encode("utf-16"))  # with its BOM, as Excel's "Unicode Text" saves it
+    sign_in(page, key)
+    choose_upload(page, series, path)
+
+    expect(page.locator("#file-info")).to_have_text(
+        "excel-unicode.txt: UTF-16-LE text, 4 columns, tab-separated, with a header row."
+    )
+    assert mapping_of(page)["couponCode"] == "3"
+    assert cells(page, "#preview-rows tr")[0][-1] == "would apply"
+
+
 @pytest.mark.parametrize(
     ("name", "content", "what"),
     [("redeemed.xlsx", xlsx(), "an Excel workbook (XLSX)"), ("redeemed.png", png(), "a PNG image")],

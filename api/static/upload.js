@@ -70,7 +70,12 @@ export function followUpload(jobId, job) {
 /** What the service read: "redeemed.csv: 6 columns, comma-separated, with a header row." */
 function showColumns(file, preview) {
   const { cells, delimiter, hasHeader } = chosen.columns;
-  const what = FORMAT_NAMES[preview.format] ? `${FORMAT_NAMES[preview.format]}, ` : "";
+  const format = FORMAT_NAMES[preview.format] ? `${FORMAT_NAMES[preview.format]}, ` : "";
+  // UTF-8 goes without saying; another encoding the service found (a BOM's) is told.
+  const encoding = preview.encoding && preview.encoding !== "utf-8"
+    ? `${preview.encoding.toUpperCase()} text, `
+    : "";
+  const what = `${format}${encoding}`;
   const shape = `${what}${plural(cells.length, "column")}, ${delimiterName(delimiter)}-separated, `
     + (hasHeader ? "with a header row." : "no header row (its first line is data).");
   $("file-info").replaceChildren(fileName(file.name), `: ${shape}`);
