@@ -158,27 +158,32 @@ def parse_delimiter(form: UploadForm) -> str | None:
     return value
 
 
-def parse_max_error_rate(form: UploadForm) -> float | None:
-    """maxErrorRate: a share from 0 to 1 (`0.05`) or a percentage with its sign (`5%`).
+def parse_rate(value: str, name: str = "maxErrorRate") -> float:
+    """A share from 0 to 1 (`0.05`) or a percentage with its sign (`5%`), as a share.
 
     A bare `5` is refused, not read as 5%: it could as well mean a share of 5, which no rate
     can be, and a guard read wrongly would let a wrong upload through or stop a good one."""
-    value = form.get("maxErrorRate")
-    if value is None or value == "":
-        return None
-    text = value[:-1].strip() if value.endswith("%") else value
+    text = value.strip()
+    percent = text.endswith("%")
+    digits = text[:-1].strip() if percent else text
     try:
-        number = float(text)
+        number = float(digits)
     except ValueError:
         number = math.nan
-    rate = number / 100 if text is not value else number
+    rate = number / 100 if percent else number
     if not (math.isfinite(rate) and 0 <= rate <= 1):
         raise invalid(
-            "maxErrorRate",
-            f"maxErrorRate must be a share from 0 to 1 (0.05) or a percentage from 0% to 100% "
+            name,
+            f"{name} must be a share from 0 to 1 (0.05) or a percentage from 0% to 100% "
             f"(5%), not {value!r}",
         )
     return rate
+
+
+def parse_max_error_rate(form: UploadForm) -> float | None:
+    """maxErrorRate (DESIGN.md, Guards): absent or empty, None (the org's default applies)."""
+    value = form.get("maxErrorRate")
+    return None if value is None or value == "" else parse_rate(value)
 
 
 @dataclass
