@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, BinaryIO
 
+import psycopg
+
 from core import metrics
 from core.apply import (
     ChunkApplier,
@@ -245,7 +247,7 @@ FROM upload_jobs WHERE id = %s
 """
 
 
-def _guard_of(conn: Any, job_id: int) -> tuple[Guard | None, str | None]:
+def _guard_of(conn: psycopg.Connection[Any], job_id: int) -> tuple[Guard | None, str | None]:
     """The job's guard, and its reason to stop now: a slice that starts where a chunk that
     tripped it committed (the worker died before it could end the job) stops at once, as
     that chunk's own slice would have."""
