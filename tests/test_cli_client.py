@@ -26,7 +26,7 @@ from cli.client.files import read_header_row
 from cli.client.headers import map_header_by_name
 from cli.client.http import ClientError
 from cli.client.render import full_time, short_time
-from cli.devservices import free_port
+from cli.embedded.common import free_port
 from cli.main import app
 from core.rows import CouponIdentifier, CustomerIdentifier
 from tests.factories import (
