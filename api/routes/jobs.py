@@ -132,18 +132,22 @@ def get_row_errors(
     """The job's failed rows in file order, a page at a time."""
     job = queries.get_job(tx.session, tx.org_id, job_id)
     page = queries.row_errors(tx.session, job.id, after_row=afterRow, limit=limit)
+    purged = job.file_deleted_at
+    # Once the file is purged, so are the cells (core/retention.py): each row says so.
+    note = "" if purged is None else " " + reports.purged_note(purged)
     return {
         "items": [
             {
                 "rowNumber": e.row_number,
                 "errorCode": e.code,
                 "errorName": error_name(e.code),
-                "errorMessage": e.message,
-                "fields": list(e.cells),
+                "errorMessage": e.message + note,
+                "fields": [] if purged else list(e.cells),
             }
             for e in page
         ],
         "nextAfterRow": page[-1].row_number if len(page) == limit else None,
+        "cellsPurgedAt": documents.iso(purged),
     }
 
 
@@ -154,7 +158,7 @@ def get_errors_csv(job_id: JobId, tx: OrgTx) -> StreamingResponse:
     stem = job.file_name.rsplit(".", 1)[0] or "upload"
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in stem)[:100]
     return StreamingResponse(
-        reports.report_lines(tx.org_id, job.id, list(job.report_header)),
+        reports.report_lines(tx.org_id, job.id, list(job.report_header), job.file_deleted_at),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{safe}-errors-{job.id}.csv"'},
     )
