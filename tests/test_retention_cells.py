@@ -95,3 +95,33 @@ def test_a_purged_file_takes_its_row_errors_cells_and_the_reports_say_so(
     assert client.get(f"/v1/jobs/{kept}/errors", headers=auth).json()["cellsPurgedAt"] is None
     kept_report = client.get(f"/v1/jobs/{kept}/errors.csv", headers=auth).text
     assert "SECRET0" in kept_report and "deleted with the uploaded file" not in kept_report
+
+
+def test_retention_passes_over_a_revert_which_has_no_file_of_its_own(
+    org: tuple[int, str],
+) -> None:
+    from tests.factories import create_job
+    from tests.test_jobs_api import revert_row
+
+    series = create_series(org[0])
+    imported = create_job(org[0], series, ["date,till,mobile,code", f"{SAMPLE_MS},T1,1,X"])
+    revert = revert_row(org[0], imported, "COMPLETED")
+    with admin_transaction() as session:
+        session.execute(
+            text("UPDATE upload_jobs SET status = 'COMPLETED' WHERE id = :id"), {"id": imported}
+        )
+    days = get_settings().file_retention_days
+    age(imported, days + 1)
+    age(revert, days + 1)
+
+    retention.purge_old_files()
+
+    with admin_transaction() as session:
+        purged = session.execute(
+            text(
+                "SELECT id, file_deleted_at IS NOT NULL FROM upload_jobs"
+                " WHERE id = ANY(:ids) ORDER BY id"
+            ),
+            {"ids": [imported, revert]},
+        ).all()
+    assert [tuple(row) for row in purged] == [(imported, True), (revert, True)]
