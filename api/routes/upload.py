@@ -6,13 +6,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel
-from sqlalchemy import select
 
 from api import uploading
 from api.deps import OrgTx, UploaderOf
 from api.errors import ERROR_RESPONSES, UPLOAD_RESPONSES
 from core import reference
-from core.jobs import documents
+from core.jobs import documents, queries
 from core.limits import MAX_ID, MAX_PAGE
 from core.models import UploadJob
 
@@ -122,12 +121,5 @@ def upload_statuses(
 ) -> dict[str, Any]:
     """Every job of the series, newest first (`limit` of them at most)."""
     reference.get_series(tx.session, tx.org_id, series_id)
-    rows = list(
-        tx.session.execute(
-            select(UploadJob)
-            .where(UploadJob.org_id == tx.org_id, UploadJob.series_id == series_id)
-            .order_by(UploadJob.id.desc())
-            .limit(limit)
-        ).scalars()
-    )
+    rows = queries.series_jobs(tx.session, tx.org_id, series_id, limit=limit)
     return _answer(_result(tx.org_id, series_id, rows[0].file_name if rows else "", rows))

@@ -58,6 +58,18 @@ def list_jobs(
     return rows[:limit], next_cursor
 
 
+def series_jobs(session: Session, org_id: int, series_id: int, *, limit: int) -> list[UploadJob]:
+    """The series' jobs, newest first (Capillary's status list)."""
+    return list(
+        session.execute(
+            select(UploadJob)
+            .where(UploadJob.org_id == org_id, UploadJob.series_id == series_id)
+            .order_by(UploadJob.id.desc())
+            .limit(limit)
+        ).scalars()
+    )
+
+
 def row_errors(session: Session, job_id: int, *, after_row: int, limit: int) -> list[JobRowError]:
     return list(
         session.execute(
