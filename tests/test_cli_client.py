@@ -351,7 +351,7 @@ def test_a_file_that_is_not_csv_is_refused_in_one_line_saying_what_it_is_and_not
     # The API's 415 for the same bytes says the same, of "the file".
     answer = cli.api(
         "POST",
-        f"/coupon/api/v1/upload/redeemFile/{shop.series_id}",
+        f"/v1/jobs?couponSeriesId={shop.series_id}",
         data={"customerIdentifier": "MOBILE", "couponIdentifier": "COUPON_CODE",
               "uploadHeaders": INDEX_HEADERS},
         files={"file": ("redeemed.csv", content, "text/csv")},
