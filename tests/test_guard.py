@@ -6,6 +6,7 @@ that a 50-row file has chunk boundaries to stop at; the API (in process) rings t
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -193,6 +194,7 @@ def test_the_org_default_guards_an_upload_that_names_no_rate(
     doc = wait_for_job(client, auth, job_id)
 
     assert stored(job_id)["max_error_rate"] == 0.05
+    assert doc["maxErrorRate"] == 0.05  # the document shows the rate the job ran with
     assert doc["status"] == "FAILED"
     assert "before anything was applied" in doc["failureReason"]
     assert applied(org[0]) == (0, 0)
@@ -345,3 +347,34 @@ def test_the_same_key_with_the_same_rate_is_the_same_job_and_another_rate_a_conf
     first = job_id_of(send("5%"))
     assert job_id_of(send("0.05")) == first  # the same rate, written another way
     assert send("10%").status_code == 409
+
+
+def test_post_v1_jobs_takes_the_same_field_and_shows_it_in_the_job(
+    client: TestClient, auth: dict[str, str], org: tuple[int, str], tmp_path: Path
+) -> None:
+    """The service's own upload route judges the form as redeemFile does (one form judge)."""
+    series = create_series(org[0])
+    path = tmp_path / "one.csv"
+    path.write_text(f"date,till,mobile,code\n{SAMPLE_MS},T1,7000000001,X\n")
+    form = {
+        "customerIdentifier": "MOBILE",
+        "couponIdentifier": "COUPON_CODE",
+        "uploadHeaders": json.dumps(HEADERS),
+    }
+
+    def post(rate: str) -> Any:
+        return client.post(
+            "/v1/jobs",
+            params={"couponSeriesId": series},
+            headers=auth,
+            data={**form, "maxErrorRate": rate},
+            files={"file": (path.name, path.read_bytes(), "text/csv")},
+        )
+
+    made = post("12.5%")
+    refused = post("12.5")
+
+    assert made.status_code == 202, made.text
+    assert made.json()["maxErrorRate"] == 0.125
+    assert refused.status_code == 400
+    assert [e["field"] for e in refused.json()["errors"]] == ["maxErrorRate"]

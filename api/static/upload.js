@@ -247,12 +247,12 @@ export async function onUpload(event) {
   offerUpload();
   button.textContent = "Uploading…";
   try {
-    const body = await apiJson(`/coupon/api/v1/upload/redeemFile/${encodeURIComponent(seriesId)}`, {
+    const body = await apiJson(`/v1/jobs?couponSeriesId=${encodeURIComponent(seriesId)}`, {
       method: "POST",
       body: form,
       headers: { "Idempotency-Key": requestKey },
     });
-    const jobId = body.result.redeemUploadJobStatuses[0].jobId;
+    const { jobId } = body; // the job document (202)
     clearSentFile(file);
     loadJobs();
     openJob(jobId); // drops the banner of an earlier upload, whose job leaves the view

@@ -170,12 +170,13 @@ class BulkRedeemClient:
         # The service answers an unknown series before it reads the body, and closes the
         # connection on a client still sending: ask first, so a big file fails with a reason.
         self.series(series_id)
-        path_of_upload = f"/coupon/api/v1/upload/redeemFile/{series_id}"
+        path_of_upload = "/v1/jobs"
         try:
             with path.open("rb") as handle:
                 body = self._json(
                     "POST",
                     path_of_upload,
+                    params={"couponSeriesId": series_id},
                     data=fields,
                     files={"file": (path.name, handle, "text/csv")},
                     # Writing a big file and the service storing it take longer than a poll.
@@ -190,7 +191,7 @@ class BulkRedeemClient:
             )
             raise
         with self._shape(path_of_upload):
-            return int(body["result"]["redeemUploadJobStatuses"][0]["jobId"])
+            return int(body["jobId"])
 
     def preview(
         self,

@@ -80,7 +80,10 @@ def create_job(
     file_name: str,
     idempotency_key: str | None,
     request_fingerprint: str | None,
+    key_id: int | None = None,
+    key_label: str | None = None,
 ) -> UploadJob:
+    """The job of a stored upload, QUEUED; with the key that made it (its label as it is now)."""
     job = UploadJob(
         org_id=org_id,
         series_id=series_id,
@@ -102,6 +105,9 @@ def create_job(
         file_size=sink.size,
         file_sha256=sink.sha256.hexdigest(),
         storage_key=sink.key,
+        kind="IMPORT",
+        uploaded_by_key_id=key_id,
+        uploaded_by_label=key_label,
     )
     try:
         # The savepoint first, then the insert: added before it, the job would be flushed by
