@@ -43,6 +43,7 @@ app.command("upload")(client.upload)
 app.command("errors")(client.errors)
 app.add_typer(client.jobs_app, name="jobs")
 app.add_typer(client.series_app, name="series")
+app.add_typer(client.org_app, name="org")
 # Bare `bulkredeem demo` loads the demo data over the API; `demo seed` stays the DB seeder.
 demo_app.callback(
     invoke_without_command=True,

@@ -70,6 +70,12 @@ UPLOAD_BODY = {
                         "delimiter": {"type": "string"},
                         "hasHeader": {"type": "string", "enum": ["true", "false"]},
                         "dryRun": {"type": "string", "enum": ["true", "false"]},
+                        "maxErrorRate": {
+                            "type": "string",
+                            "description": "the share of failed rows above which the job"
+                            " stops, FAILED: 0.05 or 5% (default: the org's"
+                            " defaultMaxErrorRate, else none)",
+                        },
                         "callbackUrl": {
                             "type": "string",
                             "maxLength": 2000,

@@ -5,6 +5,7 @@
 import { ApiError, apiJson } from "./api.js";
 import { $, announce, clearError, fileName, showError } from "./dom.js";
 import { delimiterName, plural } from "./format.js";
+import { chosenRate } from "./guard.js";
 import { TERMINAL, openJob } from "./job.js";
 import { loadJobs } from "./jobs.js";
 import { chosenMapping, markRequired, renderMapping, unmappedRequired } from "./mapping.js";
@@ -236,6 +237,8 @@ export async function onUpload(event) {
   const details = $("details").value.trim();
   if (details) form.append("details", details);
   if ($("dry-run").checked) form.append("dryRun", "true");
+  const rate = chosenRate();
+  if (rate !== null) form.append("maxErrorRate", rate);
   form.append("file", file, file.name);
   requestKey ??= newRequestKey();
 

@@ -153,6 +153,7 @@ class BulkRedeemClient:
         upload_headers: str,
         details: str | None = None,
         dry_run: bool = False,
+        max_error_rate: str | None = None,
     ) -> int:
         """Upload a file (streamed from disk, never read whole); the new job's id."""
         fields = {
@@ -164,6 +165,8 @@ class BulkRedeemClient:
             fields["details"] = details
         if dry_run:
             fields["dryRun"] = "true"
+        if max_error_rate is not None:
+            fields["maxErrorRate"] = max_error_rate  # as typed: the service judges it
         # The service answers an unknown series before it reads the body, and closes the
         # connection on a client still sending: ask first, so a big file fails with a reason.
         self.series(series_id)
@@ -270,6 +273,15 @@ class BulkRedeemClient:
         finally:
             partial.unlink(missing_ok=True)
         return written
+
+    # The org's settings.
+
+    def org(self) -> dict[str, Any]:
+        return self._json("GET", "/v1/org")
+
+    def change_org(self, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Set the settings in `changes` (None clears one); all of them, as they now are."""
+        return self._json("PATCH", "/v1/org", json=dict(changes))
 
     # Reference data.
 
