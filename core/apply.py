@@ -1,34 +1,38 @@
-"""Applying one chunk: COPY into staging, set-based lookups, the ordered checks, one commit.
+"""Applying one chunk: staged and looked up, then fenced, locked, decided and committed at once.
 
 Everything a chunk changes (redemptions, coupon counters, row errors, progress and the
-checkpoint) commits in one transaction, and only while the job's lease is still ours. The
-checks themselves are core/rules.py's; this module holds the database work, each statement
-named below.
+checkpoint) commits in one transaction, and only while the job's lease is still ours. What a
+chunk reads is core/lookups.py's, the checks themselves core/rules.py's; this module holds the
+writes, each statement named below.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 
 from core.guard import Guard
-from core.probes import coupon_counts_sql, customer_counts_sql, probe_sql
+from core.lookups import (
+    QUIET,
+    SET_ORG,
+    STAGING,
+    LimitReads,
+    bigints,
+    look_up,
+    resolve_sql,
+    rollback,
+    stage,
+)
 from core.rows import CUSTOMER_COLUMNS, Candidate, Failure, RowChecker
 from core.rules import (
     Accepted,
-    Found,
     SeriesRules,
     Survivor,
-    coupon_of,
-    customer_of,
     limit_checks,
     static_checks,
 )
@@ -76,60 +80,6 @@ class Resolved:
     survivors: list[Survivor] = field(default_factory=list)  # the rest, in file order
 
 
-_LOAD_SERIES = """
-SELECT id, max_redemptions_per_coupon, same_user_multiple_redeem,
-    max_redemptions_per_customer,
-    (extract(epoch FROM valid_from) * 1000)::bigint,
-    (extract(epoch FROM valid_till) * 1000)::bigint,
-    any_user, allowed_till_ids
-FROM coupon_series WHERE id = %s
-"""
-
-
-def load_series(conn: psycopg.Connection[Any], series_id: int) -> SeriesRules:
-    row = conn.execute(_LOAD_SERIES, (series_id,)).fetchone()
-    if row is None:
-        raise LookupError(f"coupon series {series_id} is gone")
-    return SeriesRules(
-        id=row[0],
-        max_per_coupon=row[1],
-        same_user_multiple_redeem=row[2],
-        max_per_customer=row[3],
-        valid_from_ms=row[4],
-        valid_till_ms=row[5],
-        any_user=row[6],
-        allowed_tills=None if row[7] is None else frozenset(row[7]),
-    )
-
-
-# Staging lives per connection; ON COMMIT DELETE ROWS empties it after every chunk.
-# Temp tables also sidestep row-level security, which refuses COPY into a policy-bearing table.
-_STAGING = """
-CREATE TEMP TABLE IF NOT EXISTS br_stage (
-    row_number bigint PRIMARY KEY,
-    user_id bigint,
-    customer_key text,
-    coupon_id bigint,
-    coupon_code text,
-    redeemed_ms bigint NOT NULL,
-    till_id text NOT NULL,
-    bill_id text NOT NULL,
-    bill_number text NOT NULL,
-    details text
-) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS br_err (
-    row_number bigint NOT NULL,
-    code smallint NOT NULL,
-    message text NOT NULL,
-    cells text[] NOT NULL
-) ON COMMIT DELETE ROWS;
-"""
-_QUIET = "SET LOCAL client_min_messages = warning"
-_SET_ORG = "SELECT set_config('app.org_id', %s, true)"
-_COPY_STAGE = (
-    "COPY br_stage (row_number, user_id, customer_key, coupon_id, coupon_code,"
-    " redeemed_ms, till_id, bill_id, bill_number, details) FROM STDIN"
-)
 _DELETIONS = "SELECT reference_deletions FROM coupon_series WHERE id = %s"
 
 # Fencing: the job row stays locked until this chunk commits, so nobody can take the lease
@@ -211,42 +161,6 @@ DO UPDATE SET redemption_count = c.redemption_count + excluded.redemption_count
 """
 
 
-@cache
-def resolve_sql(customer_column: str | None) -> str:
-    """Each staged row with its customer and its coupon (and the coupon's own rules).
-
-    Customer and coupon are resolved by LATERAL probes of their unique indexes: a non-empty
-    userId / couponId decides alone, else the job's identifier column (`customer_column`,
-    None for USER_ID jobs). Only columns the indexes carry are read, so the probes by mobile,
-    email, external id, userId and coupon code are index-only (migration 0007); a coupon found
-    by couponId visits the heap. The column is one of CUSTOMER_COLUMNS', never input.
-    """
-    by_key = ""
-    if customer_column is not None:
-        by_key = f"""
-                UNION ALL
-                SELECT c.id FROM customers c
-                WHERE s.user_id IS NULL AND c.org_id = %(org)s
-                  AND c.{customer_column} = s.customer_key"""
-    return f"""
-        SELECT s.row_number, cu.id, k.id, k.issued_to_customer_id,
-            (extract(epoch FROM k.expires_at) * 1000)::bigint, k.revoked_at IS NOT NULL
-        FROM br_stage s
-        LEFT JOIN LATERAL (
-            SELECT c.id FROM customers c
-            WHERE s.user_id IS NOT NULL AND c.id = s.user_id AND c.org_id = %(org)s{by_key}
-        ) cu ON true
-        LEFT JOIN LATERAL (
-            SELECT k.id, k.issued_to_customer_id, k.expires_at, k.revoked_at FROM coupons k
-            WHERE s.coupon_id IS NOT NULL AND k.id = s.coupon_id
-              AND k.series_id = %(series)s
-            UNION ALL
-            SELECT k.id, k.issued_to_customer_id, k.expires_at, k.revoked_at FROM coupons k
-            WHERE s.coupon_id IS NULL AND k.series_id = %(series)s AND k.code = s.coupon_code
-        ) k ON true
-    """
-
-
 # What bounds a slice in time under the solo pool, where Celery's time limits do nothing: a
 # chunk's handful of statements, each at most this long (a 10,000-row statement takes well
 # under a second, a wait for another job's chunk of the series a second or two), stays far
@@ -257,8 +171,8 @@ IDLE_IN_TRANSACTION_SECONDS = 60
 
 def prepare_connection(conn: psycopg.Connection[Any]) -> None:
     with conn.transaction():
-        conn.execute(_QUIET)
-        conn.execute(_STAGING)
+        conn.execute(QUIET)
+        conn.execute(STAGING)
     # A worker frozen inside a chunk (stopped, partitioned) must not keep the job row locked,
     # and with it the job, for ever: Postgres ends such a session and the lease can lapse.
     conn.execute(f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION_SECONDS}s'")
@@ -304,7 +218,7 @@ class ChunkApplier:
         # The customers column matched when a row has no userId (USER_ID jobs never need it).
         self.customer_key = customer_key
         self._resolve_sql = resolve_sql(CUSTOMER_COLUMNS.get(customer_key))
-        self._limit_reads = _LimitReads(series, dry_run=dry_run)
+        self._limit_reads = LimitReads(series, dry_run=dry_run)
 
     def prepare(
         self,
@@ -326,12 +240,12 @@ class ChunkApplier:
         failures = [item for item in items if isinstance(item, Failure)]
         resolved = Resolved(deletions=None)
         try:
-            conn.execute(_SET_ORG, (str(self.org_id),))
+            conn.execute(SET_ORG, (str(self.org_id),))
             if candidates:
-                _stage(conn, candidates)
+                stage(conn, candidates)
                 resolved = self._resolve(conn, candidates)
         except BaseException:
-            _rollback(conn)
+            rollback(conn)
             raise
         return PreparedChunk(
             conn, len(items), failures, candidates, resolved, first_record, end_offset, next_record
@@ -346,7 +260,7 @@ class ChunkApplier:
         row = conn.execute(_DELETIONS, (self.series.id,)).fetchone()
         if row is None:
             raise LookupError(f"coupon series {self.series.id} is gone")
-        found = _look_up(conn, self._resolve_sql, self.org_id, self.series.id)
+        found = look_up(conn, self._resolve_sql, self.org_id, self.series.id)
         failures, survivors = static_checks(
             self.series, self.checker.failure_of, self.customer_key, candidates, found
         )
@@ -360,13 +274,13 @@ class ChunkApplier:
             outcome = self._commit(prepared)
             conn.commit()
         except BaseException:
-            _rollback(conn)
+            rollback(conn)
             raise
         return outcome
 
     def abandon(self, prepared: PreparedChunk) -> None:
         """Give up a prepared chunk: nothing of it is kept."""
-        _rollback(prepared.conn)
+        rollback(prepared.conn)
 
     def _commit(self, prepared: PreparedChunk) -> ChunkOutcome:
         conn = prepared.conn
@@ -484,145 +398,8 @@ class ChunkApplier:
             "org": self.org_id,
             "series": self.series.id,
             "job": self.job_id,
-            "rows": _bigints(row for row, _, _ in accepted),
-            "coupons": _bigints(coupon for _, coupon, _ in accepted),
-            "customers": _bigints(customer for _, _, customer in accepted),
+            "rows": bigints(row for row, _, _ in accepted),
+            "coupons": bigints(coupon for _, coupon, _ in accepted),
+            "customers": bigints(customer for _, _, customer in accepted),
         }
         conn.execute(_INSERT_DRY_RUN if self.dry_run else _INSERT_REDEMPTIONS, params)
-
-
-class _LimitReads:
-    """What the limit checks read of earlier redemptions: only the reads the series' rules
-    and the kind of run need (core/probes.py)."""
-
-    def __init__(self, series: SeriesRules, *, dry_run: bool) -> None:
-        self.series = series
-        self._coupon_counts_sql = coupon_counts_sql(dry_run=dry_run)
-        self._customer_counts_sql = customer_counts_sql(dry_run=dry_run)
-        self._probe_sql = probe_sql(
-            same_customer=not series.same_user_multiple_redeem, dry_run=dry_run
-        )
-
-    def read(
-        self, cur: psycopg.Cursor[Any], survivors: list[Survivor], job_id: int | None
-    ) -> tuple[dict[int, int], dict[int, tuple[bool, bool]], dict[int, int]]:
-        """The survivors' coupons' redemptions so far, the probes of the rows of coupons
-        redeemed before, and (when the series limits them) the customers' redemptions."""
-        cur.execute(
-            self._coupon_counts_sql,
-            {"coupons": _bigints(set(map(coupon_of, survivors))), "job": job_id},
-        )
-        counts: dict[int, int] = dict(cur.fetchall())
-        # A coupon never redeemed (most of a bulk load) can have neither a duplicate nor
-        # an earlier redemption by this customer: only the others are probed.
-        probes: dict[int, tuple[bool, bool]] = {}
-        redeemed = [s for s in survivors if s.coupon_id in counts]
-        if redeemed:
-            cur.execute(
-                self._probe_sql,
-                {
-                    "job": job_id,
-                    "rows": _bigints(s.candidate.row_number for s in redeemed),
-                    "coupons": _bigints(s.coupon_id for s in redeemed),
-                    "customers": _bigints(s.customer_id for s in redeemed),
-                },
-            )
-            probes = {row[0]: (row[1], row[2]) for row in cur.fetchall()}
-        customer_counts: dict[int, int] = {}
-        if self.series.max_per_customer is not None:
-            cur.execute(
-                self._customer_counts_sql,
-                {
-                    "series": self.series.id,
-                    "customers": _bigints(set(map(customer_of, survivors))),
-                    "job": job_id,
-                },
-            )
-            customer_counts = dict(cur.fetchall())
-        return counts, probes, customer_counts
-
-
-def judge_rows(
-    conn: psycopg.Connection[Any],
-    *,
-    org_id: int,
-    series_id: int,
-    checker: RowChecker,
-    items: list[Candidate | Failure],
-) -> dict[int, Failure]:
-    """What a real run would say of `items` now, nothing kept: each failing row's failure by
-    its row number (the others would apply).
-
-    The preview's entry point (core/uploads/preview.py): the chunk's staging, look-ups,
-    checks and limit reads in one transaction of `conn` that is rolled back. It takes no
-    lock, so it never waits on a running job of the series, and sees the limits as they
-    were last committed; the staged rows go with the rollback, and once they are staged the
-    transaction is read-only, so that nothing else can be written by mistake.
-    """
-    failures = [item for item in items if isinstance(item, Failure)]
-    candidates = [item for item in items if isinstance(item, Candidate)]
-    customer_key = checker.mapping.customer.key
-    conn.rollback()
-    try:
-        conn.execute(_QUIET)
-        conn.execute(_STAGING)
-        conn.execute(_SET_ORG, (str(org_id),))
-        series = load_series(conn, series_id)
-        if candidates:
-            _stage(conn, candidates)
-            conn.execute("SET LOCAL transaction_read_only = on")
-            sql = resolve_sql(CUSTOMER_COLUMNS.get(customer_key))
-            found = _look_up(conn, sql, org_id, series.id)
-            fail = checker.failure_of
-            early, survivors = static_checks(series, fail, customer_key, candidates, found)
-            failures.extend(early)
-            if survivors:
-                with conn.cursor() as cur:
-                    reads = _LimitReads(series, dry_run=False).read(cur, survivors, None)
-                late, _ = limit_checks(series, fail, survivors, *reads)
-                failures.extend(late)
-    finally:
-        _rollback(conn)
-    return {failure.row_number: failure for failure in failures}
-
-
-def _stage(conn: psycopg.Connection[Any], candidates: list[Candidate]) -> None:
-    with conn.cursor() as cur, cur.copy(_COPY_STAGE) as copy:
-        for c in candidates:
-            copy.write_row(
-                (
-                    c.row_number,
-                    c.user_id,
-                    c.customer_key,
-                    c.coupon_id,
-                    c.coupon_code,
-                    c.redeemed_ms,
-                    c.till_id,
-                    c.bill_id,
-                    c.bill_number,
-                    c.details,
-                )
-            )
-
-
-def _look_up(
-    conn: psycopg.Connection[Any], sql: str, org_id: int, series_id: int
-) -> dict[int, Found]:
-    """The staged rows' customers and coupons (`resolve_sql`), by row number."""
-    return {found[0]: found for found in conn.execute(sql, {"org": org_id, "series": series_id})}
-
-
-def _bigints(values: Iterable[int]) -> str:
-    """A bigint[] in Postgres's text form, for a `%s::bigint[]` parameter.
-
-    psycopg's list dumper handles each element in Python: the profile of a million-row job
-    put a quarter of the main thread's CPU in it. One join of the decimal strings costs a
-    fraction of that; the values are ints, so nothing needs quoting.
-    """
-    return "{" + ",".join(map(str, values)) + "}"
-
-
-def _rollback(conn: psycopg.Connection[Any]) -> None:
-    """Roll back, unless the connection is already gone (closing it rolls back anyway)."""
-    with contextlib.suppress(psycopg.Error):
-        conn.rollback()

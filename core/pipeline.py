@@ -25,7 +25,6 @@ from core.apply import (
     ChunkApplier,
     LeaseLost,
     PreparedChunk,
-    load_series,
     prepare_connection,
 )
 from core.csvstream import read_records, sniff_encoding
@@ -33,6 +32,7 @@ from core.db import get_engine, set_org, transaction
 from core.guard import Guard
 from core.jobs import lease, queries
 from core.logs import log_context
+from core.lookups import load_series
 from core.prefetch import prefetched
 from core.rows import Candidate, CouponIdentifier, CustomerIdentifier, Failure, Mapping, RowChecker
 from core.settings import get_settings

@@ -12,9 +12,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from core.apply import ChunkApplier, ChunkOutcome, load_series, prepare_connection
+from core.apply import ChunkApplier, ChunkOutcome, prepare_connection
 from core.db import get_engine
 from core.jobs.lease import ClaimedJob, claim
+from core.lookups import load_series
 from core.rows import Candidate, CouponIdentifier, CustomerIdentifier, Failure, Mapping, RowChecker
 from core.settings import get_settings
 from tests.dbtools import admin_transaction

@@ -3,7 +3,7 @@ its first records now, with nothing stored (DESIGN.md, POST /v1/uploads/preview)
 
 Every judgement is the upload's own: the fields and the file's start as `judge` reads them,
 the header names by core.headers' rule, the rows by the RowChecker and, for a series, by the
-chunk's look-ups and checks (core.apply.judge_rows, rolled back).
+chunk's look-ups and checks (core.lookups.judge_rows, rolled back).
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import time
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
-from core.apply import judge_rows
 from core.codes import error_name
 from core.csvstream import Record, read_records
 from core.db import get_engine
 from core.formats import sniff
 from core.headers import Suggestion, suggest_columns
+from core.lookups import judge_rows
 from core.rows import (
     CouponIdentifier,
     CustomerIdentifier,
