@@ -128,7 +128,9 @@ def test_make_run_printed_commands_work_as_printed_and_ctrl_c_says_what_stopped(
     assert (shown["progress"]["rowsSucceeded"], shown["progress"]["rowsFailed"]) == (1, 0)
 
     cli_upload = _ran(outputs, "upload", "sample1.csv", "--wait")
-    job3 = int(cli_upload.output.splitlines()[0])
+    # The job's id is stdout's one line; stderr, shown beside it, says which guard it runs with.
+    assert "guard: none" in cli_upload.output, context
+    job3 = int(next(line for line in cli_upload.output.splitlines() if line.isdigit()))
     assert f"job {job3} COMPLETED: 1 rows, 1 succeeded, 0 failed" in cli_upload.output, context
 
     assert f"job {job2} COMPLETED_WITH_ERRORS: 1 rows, 0 succeeded, 1 failed" in wait2.output
