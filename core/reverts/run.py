@@ -51,16 +51,22 @@ FOR UPDATE
 # once this chunk has committed, or before it began, never half-way.
 _LOCK_SERIES = "SELECT 1 FROM coupon_series WHERE id = %s FOR NO KEY UPDATE"
 # One statement: the chunk's redemptions deleted into the archive, and their coupons' counters.
+# Each part probes an index: the chunk is a range of ix_redemptions_job_id_row_number (its end
+# found by walking that index `size` rows on), the counters are found by their keys (= ANY of
+# an array). Joined to the chunk's ids and coupons instead, both were planned as hash joins
+# over a scan of the whole table: 0.9-1.1 s a chunk of 10,000 on 1,000,000 redemptions, where
+# this takes 0.2-0.3 s (EXPLAIN ANALYZE on the bench's private Postgres).
 _MOVE = """
-WITH chunk AS (
-    SELECT id FROM redemptions
+WITH moved AS (
+    DELETE FROM redemptions
     WHERE job_id = %(import)s AND row_number >= %(start)s
-    ORDER BY row_number
-    LIMIT %(size)s
-), moved AS (
-    DELETE FROM redemptions r USING chunk WHERE r.id = chunk.id
-    RETURNING r.id, r.org_id, r.series_id, r.coupon_id, r.customer_id, r.job_id, r.row_number,
-        r.redeemed_ms, r.till_id, r.bill_id, r.bill_number, r.details, r.created_at
+      AND row_number < coalesce((
+          SELECT row_number FROM redemptions
+          WHERE job_id = %(import)s AND row_number >= %(start)s
+          ORDER BY row_number OFFSET %(size)s LIMIT 1
+      ), 2147483647)
+    RETURNING id, org_id, series_id, coupon_id, customer_id, job_id, row_number,
+        redeemed_ms, till_id, bill_id, bill_number, details, created_at
 ), archived AS (
     INSERT INTO reverted_redemptions (id, org_id, series_id, coupon_id, customer_id, job_id,
         row_number, redeemed_ms, till_id, bill_id, bill_number, details, created_at,
@@ -72,7 +78,8 @@ WITH chunk AS (
 ), restored AS (
     UPDATE coupon_counters c SET redemption_count = c.redemption_count - d.n
     FROM (SELECT coupon_id, count(*) AS n FROM archived GROUP BY coupon_id) d
-    WHERE c.coupon_id = d.coupon_id
+    WHERE c.coupon_id = ANY(ARRAY(SELECT coupon_id FROM archived))
+      AND c.coupon_id = d.coupon_id
 )
 SELECT count(*), max(row_number) FROM archived
 """
