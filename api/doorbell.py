@@ -10,9 +10,9 @@ import os
 
 from celery import Celery
 
-from core import webhooks
 from core.settings import get_settings
 from core.tasknames import DELIVER_WEBHOOK, PROCESS_JOB
+from core.webhooks import delivery
 
 log = logging.getLogger(__name__)
 _sender: tuple[int, Celery] | None = None
@@ -37,7 +37,7 @@ def enqueue_job(job_id: int) -> None:
 def ring_delivery_if_due(job_id: int) -> None:
     """After the commit that may have ended the job: its webhook, if it has one due."""
     try:
-        if webhooks.due_now(job_id):
+        if delivery.due_now(job_id):
             _app().send_task(DELIVER_WEBHOOK, args=[job_id], queue=get_settings().queue_name)
     except Exception:
         log.warning("job %s: could not ring its webhook; the sweeper will", job_id, exc_info=True)

@@ -96,7 +96,7 @@ class Injector:
     """Injects the planned faults at their times; `finish` undoes what is still pending.
 
     It runs on the main thread, which lives as long as the run: the children it starts again
-    die with the thread that started them (PR_SET_PDEATHSIG, bench/processes.py), and a
+    die with the thread that started them (PR_SET_PDEATHSIG, cli/supervisor.py), and a
     Redis or worker restarted from a thread of its own was SIGTERMed when that thread ended.
     """
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
+
+from cli.supervisor import answers_tcp
 
 BENCH_DATABASE = "bulkredeem_bench"
 # The service's connections run without JIT (core/db.py); the bench's own do the same.
@@ -45,14 +46,6 @@ def with_database(url: str, name: str) -> str:
             url = "postgresql://" + url[len(prefix) :]
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
-
-
-def _answers(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 # `--postgres tuned`: what a server given to a bulk-load service would be set to on this
@@ -97,7 +90,7 @@ def find_postgres() -> tuple[str, str | None, str]:
         return url, admin, "DATABASE_URL"
     if admin:
         return admin, None, "DATABASE_ADMIN_URL"
-    if _answers("127.0.0.1", 5432):
+    if answers_tcp("127.0.0.1", 5432):
         return "postgresql://postgres@127.0.0.1:5432/postgres", None, "Postgres on 127.0.0.1:5432"
     from cli import devservices
 
@@ -124,7 +117,7 @@ def find(
     elif os.environ.get("REDIS_URL"):
         redis_url = os.environ["REDIS_URL"]
         where.append("REDIS_URL")
-    elif _answers("127.0.0.1", 6379):
+    elif answers_tcp("127.0.0.1", 6379):
         redis_url = "redis://127.0.0.1:6379/0"
         where.append("Redis on 127.0.0.1:6379")
     else:

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
 import shlex
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -18,10 +15,17 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
-import httpx
-
 from cli import devservices
 from cli.devservices import display_path, redacted
+from cli.supervisor import (
+    Child,
+    ChildFailed,
+    answers_http,
+    api_command,
+    beat_command,
+    stop_all,
+    worker_command,
+)
 from core import db
 from core.demo import DemoData
 from core.settings import get_settings
@@ -67,13 +71,6 @@ class DevError(RuntimeError):
 
 class StopRequested(BaseException):
     """SIGINT or SIGTERM arrived while starting up."""
-
-
-@dataclass
-class Child:
-    name: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
 
 
 @dataclass
@@ -126,20 +123,11 @@ class DevRunner:
         self._say("applying migrations ...")
         self.migrate()
         demo = self.seed()
-        queue = get_settings().queue_name
-        app = "worker.app:celery_app"
-        python = sys.executable
-        uvicorn = [python, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1"]
-        celery = [python, "-m", "celery", "-A", app]
-        self._spawn("api", [*uvicorn, "--port", str(self.port)])
+        api = self._spawn("api", api_command(self.port))
         worker_name = f"dev-{os.getpid()}@%h"
-        self._spawn(
-            "worker",
-            [*celery, "worker", "--pool=solo", "-Q", queue, "-n", worker_name, "-l", "INFO"],
-        )
-        schedule = str(self.data_dir / "celerybeat-schedule")
-        self._spawn("beat", [*celery, "beat", "--schedule", schedule, "-l", "INFO"])
-        self._wait_for_api()
+        self._spawn("worker", worker_command(get_settings().queue_name, "-n", worker_name))
+        self._spawn("beat", beat_command(self.data_dir / "celerybeat-schedule"))
+        self._wait_for_api(api)
         return demo
 
     def _check_port_free(self) -> None:
@@ -194,42 +182,24 @@ class DevRunner:
     def _redis_dir(self) -> Path:
         return self.data_dir / "redis"
 
-    def _spawn(self, name: str, command: list[str]) -> None:
-        logs = self.data_dir / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        log_path = logs / f"{name}.log"
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        with log_path.open("ab") as log:
-            log.write(f"\n--- {datetime.now().isoformat(timespec='seconds')} ---\n".encode())
-            log.flush()
-            # Own session: a terminal Ctrl-C reaches only this runner, which then stops the
-            # children in order instead of all of them at once (Celery takes a second SIGINT
-            # as "quit now").
-            process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
-        self.children.append(Child(name, process, log_path))
+    def _spawn(self, name: str, command: list[str]) -> Child:
+        # In a session of its own (cli/supervisor.py): a terminal Ctrl-C reaches only this
+        # runner, which then stops the children in order.
+        log = self.data_dir / "logs" / f"{name}.log"
+        header = f"\n--- {datetime.now().isoformat(timespec='seconds')} ---"
+        child = Child(name, command, log, dict(os.environ), header=header)
+        self.children.append(child)
+        return child
 
-    def _wait_for_api(self) -> None:
-        deadline = time.monotonic() + API_START_SECONDS
-        with httpx.Client(timeout=1.0) as client:
-            while time.monotonic() < deadline:
-                self._raise_if_a_child_died()
-                try:
-                    client.get(f"{self.base_url}/openapi.json")
-                    return
-                except httpx.TransportError:
-                    time.sleep(POLL_SECONDS)
-        raise DevError(
-            f"the API did not answer on {self.base_url} within {API_START_SECONDS:.0f} s; "
-            f"see {display_path(self.data_dir / 'logs' / 'api.log')}"
-        )
+    def _wait_for_api(self, api: Child) -> None:
+        def answers() -> bool:
+            self._raise_if_a_child_died()  # any of them, not only the API
+            return answers_http(f"{self.base_url}/openapi.json")
+
+        try:
+            api.wait_until(answers, f"answer on {self.base_url}", API_START_SECONDS)
+        except ChildFailed as exc:
+            raise DevError(str(exc)) from None
 
     # --- running -------------------------------------------------------------------------------
 
@@ -245,12 +215,12 @@ class DevRunner:
 
     def _raise_if_a_child_died(self) -> None:
         for child in self.children:
-            code = child.process.poll()
+            code = child.returncode
             if code is not None:
-                tail = _tail(child.log_path, LOG_TAIL_LINES)
+                tail = "\n".join("    " + line for line in child.tail(LOG_TAIL_LINES).splitlines())
                 raise DevError(
                     f"the {child.name} exited (code {code}); stopping the rest.\n"
-                    f"Last lines of {display_path(child.log_path)}:\n{tail}"
+                    f"Last lines of {display_path(child.log)}:\n{tail}"
                 )
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -265,32 +235,20 @@ class DevRunner:
 
     def _stop_children(self) -> None:
         """Stop the children, then say of each what became of it."""
-        running = [child for child in self.children if child.process.poll() is None]
+        running = [child for child in self.children if child.alive]
         if running:
             why = "" if self._stop_signal is None else f"{signal.Signals(self._stop_signal).name}: "
             self._say(f"{why}stopping {', '.join(child.name for child in running)} ...")
-        for child in running:
-            _signal_group(child.process, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_SECONDS
-        while time.monotonic() < deadline and not self._hurry:
-            if all(child.process.poll() is not None for child in running):
-                break
-            time.sleep(POLL_SECONDS)
-        killed = set()
-        for child in running:
-            if child.process.poll() is None:
-                _signal_group(child.process, signal.SIGKILL)
-                killed.add(child.name)
-            child.process.wait()
+        killed = stop_all(running, STOP_SECONDS, hurry=lambda: self._hurry)
         for child in self.children:
-            if child.name in killed and self._hurry:
+            if child in killed and self._hurry:
                 outcome = "killed (a second stop signal: no more waiting)"
-            elif child.name in killed:
+            elif child in killed:
                 outcome = f"killed (it did not stop within {STOP_SECONDS:.0f} s of SIGTERM)"
             elif child in running:
-                outcome = "stopped" + _exit_note(child.process.returncode)
+                outcome = "stopped" + _exit_note(child.returncode)
             else:
-                outcome = f"had exited already (code {child.process.returncode})"
+                outcome = f"had exited already (code {child.returncode})"
             self._report(child.name, outcome)
         self.children.clear()
 
@@ -313,31 +271,9 @@ class DevRunner:
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def _die_with_parent() -> None:
-    """Linux: the child gets SIGTERM if the runner is killed outright (no cleanup ran)."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            pr_set_pdeathsig = 1
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
 def _exit_note(code: int | None) -> str:
     # SIGTERM's own end (a negative code) and 0 are the expected ones: nothing to add.
     return "" if code in (0, -signal.SIGTERM) else f" (exit code {code})"
-
-
-def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    # The child leads its own process group: reach whatever it started too.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, sig)
-
-
-def _tail(path: Path, lines: int) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join("    " + line for line in text.splitlines()[-lines:])
 
 
 def _shell_words(words: list[str]) -> str:

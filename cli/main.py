@@ -15,12 +15,13 @@ from sqlalchemy.pool import NullPool
 
 from cli import client, devservices
 from cli.devservices import redacted
-from core import keys, webhooks
+from core import keys
 from core import migrate as core_migrate
 from core.db import sqlalchemy_url
 from core.demo import DemoData, DemoSeedError, seed_demo
 from core.models import ApiKey, Org
 from core.settings import get_settings
+from core.webhooks import signing
 
 app = typer.Typer(
     name="bulkredeem",
@@ -183,7 +184,7 @@ def orgs_webhook_secret(
 ) -> None:
     """Print the secret that signs the org's completion webhooks (made on first use)."""
     with admin_session() as session:
-        secret = webhooks.admin_secret(session, _org_id(session, name), rotate=rotate)
+        secret = signing.admin_secret(session, _org_id(session, name), rotate=rotate)
     typer.echo(secret)
 
 

@@ -1,18 +1,29 @@
-"""Real processes for the tests that kill them: Celery workers, beat, a Redis of their own."""
+"""Real processes for the tests that kill them: Celery workers, beat, a Redis of their own.
+
+They are cli/supervisor.py's children: each in a process group of its own, in the tests'
+session, and dying with the tests (PR_SET_PDEATHSIG) when they are killed outright, so that no
+worker outlives them on the shared Redis.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import redis
+from cli.devservices import free_port
+from cli.supervisor import (
+    BEAT_READY,
+    WORKER_READY,
+    Child,
+    RedisServer,
+    api_command,
+    beat_command,
+    worker_command,
+)
 
-from cli.devservices import free_port, redis_binary
+__all__ = ["Process", "RedisServer", "api", "beat", "free_port", "service_env", "worker"]
 
 # What a failing test's report shows of a process's log (conftest.py): the last records the
 # process wrote during that test, where a 500's or a failed task's cause is, and of each
@@ -47,7 +58,7 @@ def _end_of(trace: str) -> str:
     return "\n".join([f"  ... {left_out} lines of traceback ...", *lines[-TRACEBACK_LINES:]])
 
 
-class Process:
+class Process(Child):
     """A child process with its log in a file; `wait_for` reads the log."""
 
     # Every process this test session started, running or not, in order: a failing test's
@@ -57,15 +68,8 @@ class Process:
     def __init__(
         self, args: list[str], env: dict[str, str], log: Path, name: str | None = None
     ) -> None:
-        self.log = log
-        self.name = name or log.stem
-        self._handle = log.open("ab")
-        self.popen = subprocess.Popen(args, stdout=self._handle, stderr=subprocess.STDOUT, env=env)
+        super().__init__(name or log.stem, args, log, env, own_session=False)
         Process.started.append(self)
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -92,152 +96,39 @@ class Process:
             lines = lines[1:]  # begun mid-line
         return "\n".join(_readable(line) for line in lines[-LOG_TAIL_RECORDS:])
 
+    def tail(self, lines: int = LOG_TAIL_RECORDS) -> str:
+        """The end of this start's log, its JSON records as a person reads them."""
+        return "\n".join(_readable(line) for line in super().tail(lines).splitlines())
+
     def wait_for(self, marker: str, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while marker not in self.text():
-            if self.popen.poll() is not None:
-                raise RuntimeError(f"{self.log.name} exited:\n{self.logged_since(0)}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.log.name}: no {marker!r} in {timeout}s")
-            time.sleep(0.1)
+        self.wait_for_line(marker, timeout)
 
-    def kill(self) -> None:
-        """SIGKILL: no clean-up, no message given back, as in a crash."""
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGKILL)
-            self.popen.wait()
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self._handle.close()
+    def stop(self, grace: float = 20) -> None:
+        super().stop(grace)
 
 
 def worker(env: dict[str, str], queue: str, log: Path) -> Process:
-    process = Process(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker.app:celery_app",
-            "worker",
-            "--pool=solo",
-            "-Q",
-            queue,
-            "-l",
-            "info",
-            "--without-heartbeat",
-            "--without-mingle",
-            "--without-gossip",
-        ],
-        env,
-        log,
-        name="worker",
-    )
-    process.wait_for("ready.")
+    # No heartbeats, mingle or gossip: the tests' workers need not know of each other.
+    quiet = ["--without-heartbeat", "--without-mingle", "--without-gossip"]
+    process = Process(worker_command(queue, *quiet), env, log, name="worker")
+    process.wait_for(WORKER_READY)
     return process
 
 
 def api(env: dict[str, str], log: Path) -> tuple[Process, str]:
     """The API in a uvicorn process of its own on a free loopback port; it and its URL."""
     port = free_port()
-    process = Process(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "api.app:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-access-log",
-        ],
-        env,
-        log,
-        name="API",
-    )
-    process.wait_for("Application startup complete", timeout=60)
-    return process, f"http://127.0.0.1:{port}"
+    process = Process(api_command(port, "--no-access-log"), env, log, name="API")
+    url = f"http://127.0.0.1:{port}"
+    process.wait_for_http(f"{url}/openapi.json", timeout=60)
+    return process, url
 
 
 def beat(env: dict[str, str], directory: Path, log: Path) -> Process:
     schedule = directory / f"beat-{time.monotonic_ns()}"
-    process = Process(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker.app:celery_app",
-            "beat",
-            "--schedule",
-            str(schedule),
-            "-l",
-            "info",
-        ],
-        env,
-        log,
-        name="beat",
-    )
-    process.wait_for("beat: Starting")
+    process = Process(beat_command(schedule), env, log, name="beat")
+    process.wait_for(BEAT_READY)
     return process
-
-
-class RedisServer:
-    """A redis-server of the test's own, which it may flush, stop and start again."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                redis_binary(),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.directory),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                if self.client().ping():
-                    return
-            except redis.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the test's redis-server did not start")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-        self.process = None
 
 
 def service_env(**overrides: str) -> dict[str, str]:

@@ -389,3 +389,35 @@ def test_a_job_waiting_for_its_retry_is_cancelled_at_once(
         assert (cancelled.status, cancelled.retry_after) == ("CANCELLED", None)
     row = job_row(job)
     assert (row["status"], row["lease_owner"]) == ("CANCELLED", None)
+
+
+def test_a_cancelled_dry_run_ended_by_a_claim_forgets_its_would_be_redemptions(
+    org: tuple[int, str], series: int, database_url: str
+) -> None:
+    """The cancel came while a worker held the dry run, which handed it on before its next
+    chunk could end it: the next claim ends it, and its would-be redemptions go with it."""
+    job_id = make_job(org[0], series, 1, database_url)
+    with admin_transaction() as session:
+        session.execute(
+            text(
+                "UPDATE upload_jobs SET dry_run = true, status = 'RUNNING', "
+                "cancel_requested = true, lease_owner = NULL WHERE id = :id"
+            ),
+            {"id": job_id},
+        )
+        session.execute(
+            text(
+                "INSERT INTO dry_run_redemptions (job_id, row_number, org_id, coupon_id, "
+                "customer_id, redeemed_ms, till_id, bill_id, bill_number) "
+                "VALUES (:id, 2, :org, 1, 1, :ms, 'T1', '', '')"
+            ),
+            {"id": job_id, "org": org[0], "ms": SAMPLE_MS},
+        )
+    with admin_transaction() as session:
+        assert claim(session, job_id, "next-worker") is None
+    assert job_row(job_id)["status"] == "CANCELLED"
+    with admin_transaction() as session:
+        left = session.execute(
+            text("SELECT count(*) FROM dry_run_redemptions WHERE job_id = :id"), {"id": job_id}
+        ).scalar_one()
+    assert left == 0

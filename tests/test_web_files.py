@@ -80,18 +80,19 @@ def _binary() -> bytes:
     return b"redeemedDateInMillis,redeemedAt\x00\x00\x01\x02" + bytes(range(256)) * 4
 
 
-WORKBOOK = "save it as CSV (File > Save As > CSV UTF-8), then pick the CSV file"
-EXPORT = "Export the redemptions from where they came as CSV"
+# The service's words (core/formats.py, its 415 to the page's preview).
+WORKBOOK = "save the sheet as CSV (UTF-8)"
+EXPORT = "save the redemptions as CSV (UTF-8)"
 # (the file's name, its bytes, what the page must call it, what it must say to do)
 NOT_CSV: list[tuple[str, Callable[[], bytes], str, str]] = [
     ("book.xlsx", _xlsx, "an Excel workbook (XLSX)", WORKBOOK),
     (
         "redeemed.csv.gz",
         lambda: gzip.compress(CSV_TEXT),
-        "a gzip-compressed file",
+        "a gzip file",
         "the CSV inside",
     ),
-    ("export.zip", _zip_of_csv, "a zip archive", "Extract the CSV file from it"),
+    ("export.zip", _zip_of_csv, "a zip archive", "unpack it and upload the CSV inside"),
     ("scan.png", _png, "a PNG image", EXPORT),
     ("report.pdf", _pdf, "a PDF document", EXPORT),
     ("dump.dat", _binary, "binary data (it holds NUL bytes)", EXPORT),
@@ -123,7 +124,7 @@ def test_a_file_that_is_not_a_csv_is_named_for_what_it_is_and_not_offered_for_up
     _choose(page, path)
 
     info = page.locator("#file-info")
-    expect(info).to_contain_text(f"{name} is {what}, not a CSV file.")
+    expect(info).to_contain_text(f"{name} is {what}")
     expect(info).to_contain_text(advice)
     # What the old page said of such files: columns counted in binary bytes.
     expect(info).not_to_have_text(re.compile(r"\d+ columns?, \w+-separated"))
@@ -141,8 +142,8 @@ def test_a_workbook_is_told_to_be_saved_as_csv_and_a_csv_is_then_accepted(
     sign_in(page, org[1])
     _choose(page, book)
     info = page.locator("#file-info")
-    expect(info).to_contain_text("save it as CSV")
-    expect(info).to_contain_text("does not upload workbooks yet")
+    expect(info).to_contain_text("save the sheet as CSV")
+    expect(info).to_contain_text("does not read yet")
 
     # Saved as CSV, but still named .xlsx: read as the CSV it is.
     saved = tmp_path / "book-saved.xlsx"
@@ -160,7 +161,7 @@ def test_a_gzip_file_is_told_to_be_decompressed(
     path.write_bytes(gzip.compress(CSV_TEXT))
     sign_in(page, org[1])
     _choose(page, path)
-    playwright_expect()(page.locator("#file-info")).to_contain_text("Decompress it")
+    playwright_expect()(page.locator("#file-info")).to_contain_text("decompress it")
 
 
 def test_one_column_is_one_column(page: Page, org: tuple[int, str], tmp_path: Path) -> None:
@@ -230,7 +231,6 @@ def test_an_empty_file_is_said_to_be_empty(
     path.write_bytes(b"")
     sign_in(page, org[1])
     _choose(page, path)
-    expect(page.locator("#file-info")).to_have_text(
-        "nothing.csv is empty: it has no header row and no redemptions."
-    )
+    # The service's word for it (core/uploads/form.py), of the file by its name.
+    expect(page.locator("#file-info")).to_have_text("nothing.csv is empty")
     expect(page.get_by_role("button", name="Upload")).to_be_disabled()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -18,6 +18,8 @@ from tests.webpage import (
     GOOD_ROWS,
     cells,
     choose_upload,
+    jobs_of,
+    mapping_of,
     playwright_expect,
     shop,
     sign_in,
@@ -36,14 +38,6 @@ SCREENSHOT = Path("/tmp/bulkredeem-page.png")
 # The banner right after an upload, or already at its job's end: a small job may end before
 # the page is looked at, and the banner follows it there.
 UPLOADED = re.compile(r"Uploaded redeemed\.csv: job #\d+|Job #\d+ \(redeemed\.csv\) ended ")
-
-
-def _mapping(page: Page) -> dict[str, str]:
-    mapped: dict[str, str] = page.eval_on_selector_all(
-        "#mapping-rows select",
-        "selects => Object.fromEntries(selects.map(s => [s.dataset.key, s.value]))",
-    )
-    return mapped
 
 
 def test_a_wrong_key_is_refused_with_a_clear_message(page: Page) -> None:
@@ -100,7 +94,7 @@ def test_an_upload_with_bad_rows_shows_live_progress_its_errors_and_the_apis_rep
         "#mapping-rows select", "selects => selects.every(s => s.labels.length === 1)"
     )
     # Preselected by header name, case and spaces aside; "Notes" matches no key.
-    assert _mapping(page) == {
+    assert mapping_of(page) == {
         "redeemedDateInMillis": "0",
         "redeemedAt": "1",
         "mobile": "2",
@@ -228,15 +222,6 @@ def test_the_page_and_its_files_are_served_outside_the_openapi_document(
     assert not [path for path in paths if path == "/" or path.startswith("/static")]
 
 
-def _jobs_of(base_url: str, key: str) -> list[dict[str, Any]]:
-    answer = httpx.get(
-        f"{base_url}/v1/jobs", headers={"Authorization": f"Bearer {key}"}, trust_env=False
-    )
-    assert answer.status_code == 200
-    items: list[dict[str, Any]] = answer.json()["items"]
-    return items
-
-
 def test_after_an_upload_the_form_holds_nothing_that_would_send_it_again(
     page: Page, org: tuple[int, str], base_url: str, tmp_path: Path
 ) -> None:
@@ -260,7 +245,7 @@ def test_after_an_upload_the_form_holds_nothing_that_would_send_it_again(
     page.get_by_role("button", name="Upload").click()
     expect(page.locator("#upload-error")).to_have_text("Pick a CSV file.")
     wait_for_end(page, "COMPLETED_WITH_ERRORS")
-    assert len(_jobs_of(base_url, key)) == 1
+    assert len(jobs_of(base_url, key)) == 1
 
     # The banner goes with the job it followed once that job leaves the view.
     expect(page.locator("#upload-result")).to_contain_text("ended COMPLETED_WITH_ERRORS")
@@ -300,7 +285,7 @@ def test_an_upload_sent_again_after_its_answer_was_lost_makes_one_job(
     page.get_by_role("button", name="Upload").click()
     expect(page.locator("#upload-error")).to_contain_text("The service cannot be reached.")
     expect(page.locator("html")).to_have_attribute("data-lost-answers", "1")
-    made = _jobs_of(base_url, key)
+    made = jobs_of(base_url, key)
     assert len(made) == 1
 
     # The same form sent again: the service answers with the job the lost answer named (which
@@ -312,7 +297,7 @@ def test_an_upload_sent_again_after_its_answer_was_lost_makes_one_job(
         re.compile(rf"(Uploaded redeemed\.csv: job|Job) #{job_id}\b")
     )
     wait_for_end(page, "COMPLETED_WITH_ERRORS")
-    assert [job["jobId"] for job in _jobs_of(base_url, key)] == [made[0]["jobId"]]
+    assert [job["jobId"] for job in jobs_of(base_url, key)] == [made[0]["jobId"]]
 
 
 IMPORT = re.compile(r"""^\s*import\s[^;]*?\sfrom\s+"\./([\w-]+\.js)";""", re.MULTILINE | re.DOTALL)

@@ -20,10 +20,11 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from cli.main import app as cli_app
-from core import pipeline, webhooks
+from core import pipeline
 from core.db import transaction
 from core.models import Org
 from core.settings import get_settings
+from core.webhooks import delivery
 from tests import processes
 from tests.dbtools import admin_transaction
 from tests.factories import SAMPLE_MS, create_series, write_csv
@@ -191,8 +192,8 @@ def test_a_completed_job_is_posted_once_signed_with_the_orgs_secret(
     while pipeline.run_slice(job_id) is not pipeline.SliceResult.DONE:
         pass
 
-    assert webhooks.deliver(job_id) == webhooks.Outcome("delivered")
-    assert webhooks.deliver(job_id) == webhooks.Outcome("not_due")  # a second message: no-op
+    assert delivery.deliver(job_id) == delivery.Outcome("delivered")
+    assert delivery.deliver(job_id) == delivery.Outcome("not_due")  # a second message: no-op
 
     [(headers, body)] = receiver.requests
     assert headers["Content-Type"] == "application/json"
@@ -218,15 +219,15 @@ def test_a_500_is_retried_with_backoff_and_both_attempts_are_shown(
         job_id = _upload(client, auth, create_series(org[0]), tmp_path, receiver.url)
         _cancel(client, auth, job_id)
 
-        first = webhooks.deliver(job_id, base_delay=0.2)
+        first = delivery.deliver(job_id, base_delay=0.2)
         assert first.state == "pending" and first.retry_in == pytest.approx(0.2)
         waiting = _doc(client, auth, job_id)["callback"]
         assert waiting["state"] == "pending" and waiting["nextAttemptAt"] is not None
         assert [a["status"] for a in waiting["attempts"]] == [500]
-        assert webhooks.deliver(job_id, base_delay=0.2).state == "not_due"  # not yet
+        assert delivery.deliver(job_id, base_delay=0.2).state == "not_due"  # not yet
 
         time.sleep(0.3)
-        assert webhooks.deliver(job_id, base_delay=0.2) == webhooks.Outcome("delivered")
+        assert delivery.deliver(job_id, base_delay=0.2) == delivery.Outcome("delivered")
         done = _doc(client, auth, job_id)["callback"]
         assert done["state"] == "delivered"
         assert [a["status"] for a in done["attempts"]] == [500, 200]
@@ -250,12 +251,12 @@ def test_a_4xx_ends_the_delivery_failed_and_a_timeout_budget_ends_retries(
         series = create_series(org[0])
         refused = _upload(client, auth, series, tmp_path, gone.url)
         _cancel(client, auth, refused)
-        assert webhooks.deliver(refused) == webhooks.Outcome("failed")
+        assert delivery.deliver(refused) == delivery.Outcome("failed")
 
         monkeypatch.setattr(get_settings(), "webhook_retry_seconds", 0.0)
         unreachable = _upload(client, auth, series, tmp_path, down.url)
         _cancel(client, auth, unreachable)
-        assert webhooks.deliver(unreachable) == webhooks.Outcome("failed")
+        assert delivery.deliver(unreachable) == delivery.Outcome("failed")
         attempts = _doc(client, auth, unreachable)["callback"]["attempts"]
         assert [a["status"] for a in attempts] == [503]
     finally:
@@ -276,7 +277,7 @@ def test_an_address_that_turned_private_is_refused_at_delivery(
     _cancel(client, auth, job_id)
     # As if DNS pointed the host elsewhere since the upload: the check runs again.
     monkeypatch.setattr(get_settings(), "webhook_allow_private", False)
-    assert webhooks.deliver(job_id) == webhooks.Outcome("failed")
+    assert delivery.deliver(job_id) == delivery.Outcome("failed")
     [attempt] = _doc(client, auth, job_id)["callback"]["attempts"]
     assert attempt["status"] is None and "non-public" in attempt["error"]
     assert receiver.requests == []
@@ -293,12 +294,12 @@ def test_the_sweeper_rings_again_for_a_delivery_whose_message_was_lost(
     job_id = _upload(client, auth, create_series(org[0]), tmp_path, receiver.url)
     _cancel(client, auth, job_id)  # its doorbell went to a queue nobody serves: lost
     with transaction() as session:
-        assert job_id in webhooks.sweep(session, grace_seconds=60)  # never rung by the sweeper
+        assert job_id in delivery.sweep(session, grace_seconds=60)  # never rung by the sweeper
     with transaction() as session:
-        assert job_id not in webhooks.sweep(session, grace_seconds=60)  # rung a moment ago
-    assert webhooks.deliver(job_id).state == "delivered"
+        assert job_id not in delivery.sweep(session, grace_seconds=60)  # rung a moment ago
+    assert delivery.deliver(job_id).state == "delivered"
     with transaction() as session:
-        assert job_id not in webhooks.sweep(session, grace_seconds=0)
+        assert job_id not in delivery.sweep(session, grace_seconds=0)
 
 
 def test_the_cli_shows_the_same_secret_until_rotated(org: tuple[int, str]) -> None:

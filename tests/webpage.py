@@ -6,6 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import httpx
+
 from tests.factories import SAMPLE_MS, create_coupon, create_customer, create_series, write_csv
 
 if TYPE_CHECKING:
@@ -79,6 +81,25 @@ def choose_upload(page: Page, series: int, path: Path) -> None:
     page.get_by_label("Coupons are named by").select_option("COUPON_CODE")
     page.get_by_label("File (CSV)").set_input_files(str(path))
     playwright_expect()(page.locator("#mapping")).to_be_visible()
+
+
+def mapping_of(page: Page) -> dict[str, str]:
+    """Each key's dropdown and the column index chosen in it ("" when not mapped)."""
+    mapped: dict[str, str] = page.eval_on_selector_all(
+        "#mapping-rows select",
+        "selects => Object.fromEntries(selects.map(s => [s.dataset.key, s.value]))",
+    )
+    return mapped
+
+
+def jobs_of(base_url: str, key: str) -> list[dict[str, Any]]:
+    """The org's jobs as the API lists them: what the page really made."""
+    answer = httpx.get(
+        f"{base_url}/v1/jobs", headers={"Authorization": f"Bearer {key}"}, trust_env=False
+    )
+    assert answer.status_code == 200, answer.text
+    items: list[dict[str, Any]] = answer.json()["items"]
+    return items
 
 
 def cells(page: Page, rows: str) -> list[list[str]]:

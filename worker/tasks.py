@@ -6,11 +6,12 @@ import logging
 
 import redis
 
-from core import pipeline, retention, webhooks
+from core import pipeline, retention
 from core.db import transaction
 from core.jobs.sweep import sweep as sweep_jobs
 from core.settings import get_settings
 from core.tasknames import DELIVER_WEBHOOK, PROCESS_JOB, PURGE_FILES, SWEEP
+from core.webhooks import delivery
 from worker.app import celery_app
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ def enqueue_delivery(job_id: int, countdown: float = 0.0) -> None:
 def ring_delivery_if_due(job_id: int) -> None:
     """After the commit that may have ended the job: its webhook, if it has one due."""
     try:
-        if webhooks.due_now(job_id):
+        if delivery.due_now(job_id):
             enqueue_delivery(job_id)
     except Exception:
         log.warning("job %s: could not ring its webhook; the sweeper will", job_id, exc_info=True)
@@ -54,7 +55,7 @@ def process_job(job_id: int) -> str:
 
 @celery_app.task(name=DELIVER_WEBHOOK)
 def deliver_webhook(job_id: int) -> str:
-    outcome = webhooks.deliver(job_id)
+    outcome = delivery.deliver(job_id)
     if outcome.retry_in is not None:
         # Exponential backoff: the next attempt is a message with a countdown. Postgres has
         # its due time, so the sweeper rings again should Redis lose this one.
@@ -94,7 +95,7 @@ def sweep() -> list[int]:
         enqueue_job(job_id)
     # After the commit above: jobs the sweeper just gave up on have their deliveries now.
     with transaction() as session:
-        deliveries = webhooks.sweep(session)
+        deliveries = delivery.sweep(session)
     for job_id in deliveries:
         enqueue_delivery(job_id)
     return job_ids

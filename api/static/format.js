@@ -12,6 +12,13 @@ export function plural(count, one, many = `${one}s`) {
   return `${whole(count)} ${count === 1 ? one : many}`;
 }
 
+const DELIMITER_NAMES = { ",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe" };
+
+/** A delimiter by its name: "comma", "tab"; one the page has no name for, as it is. */
+export function delimiterName(delimiter) {
+  return DELIMITER_NAMES[delimiter] ?? delimiter;
+}
+
 export function eta(seconds) {
   if (seconds === null || seconds === undefined) return "-";
   if (seconds < 1) return "0 s";

@@ -186,36 +186,40 @@ async function poll(jobId, signal) {
   }
 }
 
-export async function onCancel() {
+/**
+ * Runs `work(jobId)` for the job on view with `buttonId`'s button held down meanwhile; a refusal
+ * is shown in the job's error box and gives the button back.
+ */
+async function withJobButton(buttonId, work) {
   const jobId = Number($("job").dataset.jobId);
-  const button = $("job-cancel");
+  const button = $(buttonId);
   clearError($("job-error"));
   button.disabled = true;
   try {
-    const job = await apiJson(`/v1/jobs/${jobId}/cancel`, { method: "POST" });
-    if (job && job.progress) renderJob(job);
-    announce(`Cancel asked for job ${jobId}.`);
+    await work(jobId);
   } catch (error) {
     showError($("job-error"), error);
     button.disabled = false;
   }
 }
 
+export async function onCancel() {
+  // Once asked, the button stays as the job's status says (renderJob): a job may end meanwhile.
+  await withJobButton("job-cancel", async (jobId) => {
+    const job = await apiJson(`/v1/jobs/${jobId}/cancel`, { method: "POST" });
+    if (job && job.progress) renderJob(job);
+    announce(`Cancel asked for job ${jobId}.`);
+  });
+}
+
 export async function onDownload() {
-  const jobId = Number($("job").dataset.jobId);
-  const button = $("job-download");
-  clearError($("job-error"));
-  button.disabled = true;
-  try {
+  await withJobButton("job-download", async (jobId) => {
     // A plain link cannot carry the Authorization header: fetch, then save the bytes as they came.
     const response = await api(`/v1/jobs/${jobId}/errors.csv`);
     const name = await saveResponse(response, `job-${jobId}-errors.csv`);
     announce(`Errors of job ${jobId} downloaded as ${name}.`);
-  } catch (error) {
-    showError($("job-error"), error);
-  } finally {
-    button.disabled = false;
-  }
+  });
+  $("job-download").disabled = false; // the report may be fetched again
 }
 
 export function closeJob() {

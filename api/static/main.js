@@ -1,13 +1,14 @@
-// The operators' page: sign in with an API key, upload a file with a column mapping built from
-// its header row, follow jobs live. It speaks only the public HTTP API, with the key in the
-// Authorization header. This module only wires the page's controls to the modules that act.
+// The operators' page: sign in with an API key, upload a file with the column mapping the
+// service suggests and a preview of its first records, follow jobs live. It speaks only the
+// public HTTP API, with the key in the Authorization header. This module only wires the page's
+// controls to the modules that act.
 
 import { whenRefused } from "./api.js";
 import { $ } from "./dom.js";
 import { closeJob, onCancel, onDownload, onJobNews, openJob } from "./job.js";
 import { loadJobs, whenJobChosen } from "./jobs.js";
 import { onKeyRefused, onSignIn, resumeSession, signOut } from "./session.js";
-import { followUpload, onFileChosen, onFormChanged, onIdentifierChanged, onUpload } from "./upload.js";
+import { followUpload, onChoicesChanged, onFileChosen, onFormChanged, onUpload } from "./upload.js";
 
 whenRefused(onKeyRefused);
 $("sign-in-form").addEventListener("submit", onSignIn);
@@ -17,8 +18,9 @@ const form = $("upload-form");
 form.addEventListener("input", onFormChanged);
 form.addEventListener("change", onFormChanged);
 $("file").addEventListener("change", onFileChosen);
-$("customer-identifier").addEventListener("change", onIdentifierChanged);
-$("coupon-identifier").addEventListener("change", onIdentifierChanged);
+for (const id of ["series", "customer-identifier", "coupon-identifier", "mapping-rows"]) {
+  $(id).addEventListener("change", onChoicesChanged);
+}
 form.addEventListener("submit", onUpload);
 
 whenJobChosen(openJob);

@@ -1,26 +1,36 @@
-// The upload form: the chosen file judged by its bytes, its columns mapped, the upload sent once,
-// and a banner that follows the job it made until that job ends.
+// The upload form: the chosen file previewed by the service (what it is, its columns mapped as the
+// service suggests, its first records judged), the upload sent once, and a banner that follows
+// the job it made until that job ends.
 
-import { apiJson } from "./api.js";
+import { ApiError, apiJson } from "./api.js";
 import { $, announce, clearError, fileName, showError } from "./dom.js";
-import { plural } from "./format.js";
-import { columnsOf, delimiterName } from "./header.js";
+import { delimiterName, plural } from "./format.js";
 import { TERMINAL, openJob } from "./job.js";
 import { loadJobs } from "./jobs.js";
-import { chosenMapping, refreshRequiredMarks, renderMapping, requiredKeys } from "./mapping.js";
-import { identify, refusal, uploadable } from "./sniff.js";
+import { chosenMapping, markRequired, renderMapping, unmappedRequired } from "./mapping.js";
+import { askPreview, hidePreview, showRecords, showRefusal } from "./preview.js";
 
 const NO_FILE = "Pick a file to map its columns.";
 const BANNER_CLASSES = { COMPLETED: "ok", COMPLETED_WITH_ERRORS: "warn", FAILED: "bad", CANCELLED: "bad" };
+// What a file other than plain CSV is, where the service reads it.
+const FORMAT_NAMES = { gzip: "a gzip-compressed CSV", xlsx: "an Excel workbook (XLSX)" };
+const FILE_REFUSALS = new Set([400, 413, 415]);
+// How the service's refusals of a file begin (core/formats.py, core/uploads/form.py).
+const THE_FILE = "the file";
+// A change to the mapping or identifiers is previewed once the user pauses, not at each click.
+const SETTLE_MS = 300;
 
-let columns = null; // {cells, delimiter, looksLikeHeader} of the chosen file, when it is a CSV
-let choosing = 0; // the latest file choice: an older one's late reading is dropped
+// The chosen file once the service previewed it: {file, columns: {cells, delimiter, hasHeader}}.
+let chosen = null;
+let asking = 0; // the latest preview asked: an older one's late answer is dropped
+let inFlight = null; // its AbortController
+let settling = null; // the timer of a preview still to ask
 // One Idempotency-Key per state of the form: sent again unchanged (a retry after the answer was
 // lost), the form gets the job it already made; any change makes it a new request.
 let requestKey = null;
 let uploaded = null; // {jobId, fileName} of the upload the banner follows
 let sending = false;
-let refused = false; // the chosen file is not one the page uploads
+let refused = false; // the service will not read the chosen file
 
 function newRequestKey() {
   const bytes = crypto.getRandomValues(new Uint8Array(16)); // randomUUID needs HTTPS; this does not
@@ -57,12 +67,18 @@ export function followUpload(jobId, job) {
   banner([`Job #${jobId} (`, fileName(name), ended], BANNER_CLASSES[job.status]);
 }
 
-function showColumns(file) {
-  const info = $("file-info");
-  const { cells, delimiter, looksLikeHeader } = columns;
-  const shape = `${plural(cells.length, "column")}, ${delimiterName(delimiter)}-separated, `
-    + (looksLikeHeader ? "with a header row." : "no header row (its first line is data).");
-  info.replaceChildren(fileName(file.name), `: ${shape}`);
+/** What the service read: "redeemed.csv: 6 columns, comma-separated, with a header row." */
+function showColumns(file, preview) {
+  const { cells, delimiter, hasHeader } = chosen.columns;
+  const format = FORMAT_NAMES[preview.format] ? `${FORMAT_NAMES[preview.format]}, ` : "";
+  // UTF-8 goes without saying; another encoding the service found (a BOM's) is told.
+  const encoding = preview.encoding && preview.encoding !== "utf-8"
+    ? `${preview.encoding.toUpperCase()} text, `
+    : "";
+  const what = `${format}${encoding}`;
+  const shape = `${what}${plural(cells.length, "column")}, ${delimiterName(delimiter)}-separated, `
+    + (hasHeader ? "with a header row." : "no header row (its first line is data).");
+  $("file-info").replaceChildren(fileName(file.name), `: ${shape}`);
 }
 
 /** Upload is offered unless an upload is on its way or the chosen file is refused. */
@@ -70,49 +86,102 @@ function offerUpload() {
   $("upload-button").disabled = sending || refused;
 }
 
-function refuseFile(file, kind) {
+/**
+ * The service's reason for not reading the file (what it is, what to do), told of the file by
+ * its name: "book.xlsx is an Excel workbook (XLSX), ...".
+ */
+function refuseFile(file, error) {
   const info = $("file-info");
-  info.replaceChildren(fileName(file.name), ` ${refusal(kind)}`);
+  const { message } = error;
+  const ofTheFile = message.startsWith(THE_FILE) ? message.slice(THE_FILE.length) : `: ${message}`;
+  info.replaceChildren(fileName(file.name), ofTheFile);
   info.classList.add("refused");
-  refused = true;
+  // The file itself is refused (its format, empty, too big): another one must be chosen.
+  refused = error instanceof ApiError && FILE_REFUSALS.has(error.status);
   offerUpload();
+}
+
+/**
+ * The preview of `file` judged with `mapping` (null: the service's suggestion), as {preview}
+ * or {error}; null when a later question made this one's answer moot.
+ */
+async function ask(file, mapping) {
+  inFlight?.abort();
+  const controller = new AbortController();
+  inFlight = controller;
+  asking += 1;
+  const mine = asking;
+  try {
+    const preview = await askPreview(file, mapping, controller.signal);
+    return mine === asking ? { preview } : null;
+  } catch (error) {
+    // A refused key signs the page out (api.js): nothing to show here.
+    if (mine !== asking || error.name === "AbortError" || error.status === 401) return null;
+    return { error };
+  }
+}
+
+function forgetFile() {
+  window.clearTimeout(settling);
+  inFlight?.abort();
+  asking += 1;
+  chosen = null;
+  renderMapping(null);
+  hidePreview();
 }
 
 export async function onFileChosen() {
   const file = $("file").files[0];
   const info = $("file-info");
-  choosing += 1;
-  const choice = choosing;
-  columns = null;
+  forgetFile();
   info.classList.remove("refused");
   refused = false;
   offerUpload();
-  if (file) dropBanner();
   if (!file) {
     info.textContent = NO_FILE;
-    renderMapping(null);
     return;
   }
-  let seen;
-  try {
-    seen = await identify(file);
-  } catch {
-    seen = null;
+  dropBanner();
+  info.replaceChildren(fileName(file.name), ": reading…");
+  const answer = await ask(file, null);
+  if (answer === null) return;
+  if (answer.error) {
+    refuseFile(file, answer.error);
+    return;
   }
-  if (choice !== choosing) return;
-  if (seen === null) {
-    info.replaceChildren(fileName(file.name), " could not be read.");
-  } else if (!uploadable(seen.kind)) {
-    refuseFile(file, seen.kind);
-  } else {
-    columns = columnsOf(seen.head);
-    showColumns(file);
-  }
-  renderMapping(columns);
+  const { preview } = answer;
+  chosen = {
+    file,
+    columns: { cells: preview.header || [], delimiter: preview.delimiter, hasHeader: preview.hasHeader },
+  };
+  showColumns(file, preview);
+  renderMapping(chosen.columns, preview);
+  showRecords(preview);
 }
 
-export function onIdentifierChanged() {
-  if (columns) refreshRequiredMarks(columns);
+/** The records judged again with the form's mapping and identifiers as they now stand. */
+async function judgeAgain() {
+  if (!chosen) return;
+  const { file } = chosen;
+  const answer = await ask(file, chosenMapping());
+  if (answer === null || chosen?.file !== file) return;
+  if (answer.preview) {
+    markRequired(answer.preview.requiredKeys || []);
+    showRecords(answer.preview);
+    return;
+  }
+  showRefusal(answer.error);
+  // The required marks follow the identifiers even while the mapping is refused (a new
+  // identifier's column not chosen yet): the service's suggestion names them.
+  const suggested = await ask(file, null);
+  if (suggested?.preview && chosen?.file === file) markRequired(suggested.preview.requiredKeys || []);
+}
+
+/** The series, an identifier or a column changed: the preview follows once the user pauses. */
+export function onChoicesChanged() {
+  if (!chosen) return;
+  window.clearTimeout(settling);
+  settling = window.setTimeout(judgeAgain, SETTLE_MS);
 }
 
 /** Any change to the form makes the next upload a new request. */
@@ -127,11 +196,10 @@ export function onFormChanged() {
 function clearSentFile(sent) {
   if ($("file").files[0] !== sent) return;
   $("file").value = "";
-  columns = null;
+  forgetFile();
   requestKey = null;
   $("details").value = "";
   $("file-info").textContent = NO_FILE;
-  renderMapping(null);
 }
 
 export async function onUpload(event) {
@@ -145,13 +213,13 @@ export async function onUpload(event) {
     $("series").focus();
     return;
   }
-  if (!file || !columns) {
+  if (!file || chosen?.file !== file) {
     showError(errorBox, new Error("Pick a CSV file."));
     $("file").focus();
     return;
   }
   const mapping = chosenMapping();
-  const missing = [...requiredKeys()].filter((key) => !(key in mapping));
+  const missing = unmappedRequired();
   if (missing.length) {
     showError(errorBox, new Error(`Choose a column for ${missing.join(", ")}.`));
     $(`map-${missing[0]}`).focus();
@@ -163,7 +231,8 @@ export async function onUpload(event) {
   form.append("couponIdentifier", $("coupon-identifier").value);
   form.append("uploadHeaders", JSON.stringify(mapping));
   // The delimiter the mapping was built with, so that the server reads the same columns.
-  form.append("delimiter", columns.delimiter === "\t" ? "tab" : columns.delimiter);
+  const { delimiter } = chosen.columns;
+  form.append("delimiter", delimiter === "\t" ? "tab" : delimiter);
   const details = $("details").value.trim();
   if (details) form.append("details", details);
   if ($("dry-run").checked) form.append("dryRun", "true");

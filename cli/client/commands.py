@@ -6,20 +6,24 @@ Times print on the local clock; `--json` prints the service's document in full, 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
 from cli.client.files import check_readable
-from cli.client.headers import resolve_upload_headers
-from cli.client.http import DEMO_MOBILE, BulkRedeemClient
+from cli.client.headers import UploadHeaders, resolve_upload_headers
+from cli.client.http import DEMO_MOBILE, BulkRedeemClient, ClientError
 from cli.client.render import (
     error_table,
     job_table,
     jobs_lines,
+    mapping_table,
+    preview_table,
     print_json,
+    records_table,
     reported,
     series_table,
+    show,
     stdout,
 )
 from cli.client.watch import wait_and_exit
@@ -38,6 +42,14 @@ ApiKeyOption = Annotated[
     ),
 ]
 JobArg = Annotated[int, typer.Argument(help="The job's id.", min=1)]
+PreviewOption = Annotated[
+    bool,
+    typer.Option(
+        "--preview",
+        help="Upload nothing: show how the service reads the file's first records, the "
+        "mapping it would use and each record's verdict (exit 0 if all would apply, else 2).",
+    ),
+]
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print the service's JSON document, in full.")
 ]
@@ -68,20 +80,28 @@ def upload(
     wait: Annotated[
         bool, typer.Option("--wait", help="Show progress until the job ends, then its errors.")
     ] = False,
+    preview: PreviewOption = False,
     as_json: Annotated[
         bool,
         typer.Option(
             "--json",
-            help="Print the job's JSON document instead of its id (with --wait: once it ends).",
+            help="Print the job's JSON document instead of its id (with --wait: once it ends; "
+            "with --preview: the preview's).",
         ),
     ] = False,
     url: UrlOption = DEFAULT_URL,
     api_key: ApiKeyOption = None,
 ) -> None:
     """Upload a CSV of redeemed coupons; prints the job id (exit 0, 2 with row errors, else 1)."""
+    if preview and wait:
+        raise typer.BadParameter("a preview makes no job to wait for", param_hint="--wait")
     with reported():
         # Refused here, with what the file is, rather than read for its header or sent.
         check_readable(file)
+        if preview:
+            preview_upload(
+                file, series, customer_identifier, coupon_identifier, headers, url, api_key, as_json
+            )
         upload_headers = resolve_upload_headers(
             file, headers, customer_identifier, coupon_identifier
         )
@@ -107,6 +127,55 @@ def upload(
             else:
                 typer.echo(str(job_id))
             typer.echo(f"queued; follow it with `bulkredeem jobs wait {job_id}`", err=True)
+
+
+def preview_upload(
+    file: Path,
+    series: int,
+    customer_identifier: CustomerIdentifier,
+    coupon_identifier: CouponIdentifier,
+    headers: str | None,
+    url: str,
+    api_key: str | None,
+    as_json: bool,
+) -> NoReturn:
+    """`upload --preview`: the service's preview of what `upload` would send; exits 0 or 2."""
+    upload_headers: UploadHeaders | None
+    try:
+        upload_headers = resolve_upload_headers(
+            file, headers, customer_identifier, coupon_identifier
+        )
+    except ClientError as error:
+        if headers is not None:
+            raise
+        # The upload would stop here; the preview still shows the file, with the service's
+        # suggestion, so that the user sees which --headers to give.
+        typer.echo(f"upload would refuse: {error.message}", err=True)
+        upload_headers = None
+    with BulkRedeemClient(url, api_key) as client:
+        found = client.preview(
+            file,
+            series,
+            customer_identifier=customer_identifier.value,
+            coupon_identifier=coupon_identifier.value,
+            upload_headers=None if upload_headers is None else upload_headers.text,
+        )
+    mapping = found.suggested if upload_headers is None else upload_headers.columns
+    show(
+        found.document,
+        as_json,
+        preview_table(found),
+        mapping_table(found, mapping),
+        records_table(found),
+    )
+    if not as_json:
+        verdict = (
+            f"not judged: the mapping lacks {', '.join(found.missing_keys)}"
+            if found.missing_keys
+            else f"{found.failing} of {len(found.records)} records would fail"
+        )
+        typer.echo(f"{verdict}; nothing uploaded", err=True)
+    raise typer.Exit(0 if found.all_apply else 2)
 
 
 def errors(
@@ -155,13 +224,7 @@ def jobs_show(
     """A job's status, progress and errors by code."""
     with reported(), BulkRedeemClient(url, api_key) as client:
         job = client.job(job_id)
-    if as_json:
-        print_json(job.document)
-        return
-    console = stdout()
-    console.print(job_table(job))
-    if job.error_summary:
-        console.print(error_table(job))
+    show(job.document, as_json, job_table(job), *([error_table(job)] if job.error_summary else []))
 
 
 @jobs_app.command("wait")
@@ -264,10 +327,7 @@ def series_show(
     """A coupon series and its rules."""
     with reported(), BulkRedeemClient(url, api_key) as client:
         found = client.series(series_id)
-    if as_json:
-        print_json(found)
-        return
-    stdout().print(series_table(found))
+    show(found, as_json, series_table(found))
 
 
 def demo(

@@ -94,3 +94,65 @@ class DemoLoaded:
     series_id: int
     user_id: int
     coupons: list[tuple[int, str]]  # (couponId, code)
+
+
+@dataclass(frozen=True)
+class PreviewRecord:
+    """One data record as the service would read it, and the row error it would get."""
+
+    row_number: int
+    values: dict[str, str]
+    error_code: int | None
+    error_name: str | None
+    error_message: str | None
+
+
+@dataclass(frozen=True)
+class Preview:
+    """POST /v1/uploads/preview: what the service makes of a file's start; nothing stored."""
+
+    format: str
+    encoding: str | None
+    delimiter: str | None
+    has_header: bool
+    header: list[str]
+    suggested: dict[str, int]
+    required_keys: list[str]
+    missing_keys: list[str]  # required, not mapped: the records are not judged
+    records: list[PreviewRecord]
+    document: dict[str, Any]
+
+    @property
+    def failing(self) -> int:
+        return sum(record.error_code is not None for record in self.records)
+
+    @property
+    def all_apply(self) -> bool:
+        return not self.missing_keys and self.failing == 0
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Preview:
+        return cls(
+            format=str(doc["format"]),
+            encoding=doc.get("encoding"),
+            delimiter=doc.get("delimiter"),
+            has_header=bool(doc.get("hasHeader")),
+            header=[str(cell) for cell in doc.get("header") or []],
+            suggested={
+                str(key): int(index)
+                for key, index in (doc.get("suggestedUploadHeaders") or {}).items()
+            },
+            required_keys=[str(key) for key in doc.get("requiredKeys") or []],
+            missing_keys=[str(key) for key in doc.get("missingKeys") or []],
+            records=[
+                PreviewRecord(
+                    row_number=int(item["rowNumber"]),
+                    values={str(k): "" if v is None else str(v) for k, v in item["values"].items()},
+                    error_code=None if item.get("errorCode") is None else int(item["errorCode"]),
+                    error_name=item.get("errorName"),
+                    error_message=item.get("errorMessage"),
+                )
+                for item in doc["records"]
+            ],
+            document=doc,
+        )

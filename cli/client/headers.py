@@ -22,6 +22,12 @@ class UploadHeaders:
     text: str
     by_name: dict[str, str] | None = None
 
+    @property
+    def columns(self) -> dict[str, int | str]:
+        """Each key and its column: a 0-based index or a header name."""
+        parsed: dict[str, int | str] = json.loads(self.text)
+        return parsed
+
 
 def map_header_by_name(
     header: Sequence[str], customer: CustomerIdentifier, coupon: CouponIdentifier

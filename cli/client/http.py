@@ -14,13 +14,15 @@ from typing import Any, Self
 
 import httpx
 
-from cli.client.documents import DemoLoaded, Job, JobPage
+from cli.client.documents import DemoLoaded, Job, JobPage, Preview
+from core.uploads.preview import PREVIEW_BYTES
 
 # What `bulkredeem demo` loads (DESIGN.md, Demo data); the ids are whatever the service assigns.
 DEMO_SERIES = "demo"
 DEMO_VALID_FROM = "2020-01-01T00:00:00"
 DEMO_MOBILE = "9988776655"
 DEMO_COUPON_CODES = ("DEMO23456", "ABCDEF1")
+PREVIEW_PATH = "/v1/uploads/preview"
 
 
 class ClientError(Exception):
@@ -186,6 +188,39 @@ class BulkRedeemClient:
             raise
         with self._shape(path_of_upload):
             return int(body["result"]["redeemUploadJobStatuses"][0]["jobId"])
+
+    def preview(
+        self,
+        path: Path,
+        series_id: int,
+        *,
+        customer_identifier: str,
+        coupon_identifier: str,
+        upload_headers: str | None,
+    ) -> Preview:
+        """What the service would read of the file's start, judged; nothing is stored."""
+        fields = {
+            "customerIdentifier": customer_identifier,
+            "couponIdentifier": coupon_identifier,
+        }
+        if upload_headers is not None:
+            fields["uploadHeaders"] = upload_headers
+        try:
+            with path.open("rb") as handle:
+                # The service reads no further: the rest of a big file need not travel.
+                head = handle.read(PREVIEW_BYTES)
+        except OSError as exc:
+            raise ClientError(f"cannot read {path}: {exc.strerror or exc}") from None
+        # httpx writes the fields before the file, which the service reads last.
+        body = self._json(
+            "POST",
+            PREVIEW_PATH,
+            params={"couponSeriesId": series_id},
+            data=fields,
+            files={"file": (path.name, head, "text/csv")},
+        )
+        with self._shape(PREVIEW_PATH):
+            return Preview.from_json(body)
 
     def job(self, job_id: int) -> Job:
         path = f"/v1/jobs/{job_id}"

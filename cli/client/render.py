@@ -22,7 +22,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from cli.client.documents import Job
+from cli.client.documents import Job, Preview
 from cli.client.http import ClientError
 
 
@@ -36,6 +36,16 @@ def stderr() -> Console:
 
 def print_json(document: Mapping[str, Any]) -> None:
     typer.echo(json.dumps(document, indent=2))
+
+
+def show(document: Mapping[str, Any], as_json: bool, *views: RenderableType) -> None:
+    """The service's document in full with `--json`, else the views made of it."""
+    if as_json:
+        print_json(document)
+        return
+    console = stdout()
+    for view in views:
+        console.print(view)
 
 
 def fail(error: ClientError) -> NoReturn:
@@ -109,8 +119,10 @@ def cell(value: object) -> Text:
 # --- tables -------------------------------------------------------------------------------------
 
 
-def _list_table() -> Table:
-    return Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+def _list_table(title: str | None = None) -> Table:
+    return Table(
+        title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False
+    )
 
 
 def _details_table() -> Table:
@@ -190,9 +202,7 @@ def job_table(job: Job) -> Table:
 
 
 def error_table(job: Job) -> Table:
-    table = _list_table()
-    table.title = f"errors of job {job.job_id}"
-    table.title_justify = "left"
+    table = _list_table(f"errors of job {job.job_id}")
     table.add_column("code", justify="right", no_wrap=True)
     table.add_column("name", overflow="fold")
     table.add_column("count", justify="right", no_wrap=True)
@@ -218,6 +228,69 @@ def series_table(found: Mapping[str, Any]) -> Table:
         ("created", full_time(found.get("createdAt"))),
     ):
         table.add_row(label, cell(value))
+    return table
+
+
+# --- a preview ----------------------------------------------------------------------------------
+
+_DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+
+
+def preview_table(preview: Preview) -> Table:
+    """What the service made of the file: its format, encoding, delimiter and header row."""
+    table = _details_table()
+    delimiter = preview.delimiter
+    for label, value in (
+        ("format", preview.format),
+        ("encoding", preview.encoding),
+        ("delimiter", _DELIMITER_NAMES.get(delimiter, delimiter) if delimiter else None),
+        ("header row", "yes" if preview.has_header else "no (its first line is data)"),
+        ("header", " | ".join(preview.header) if preview.has_header else None),
+    ):
+        table.add_row(label, cell(value))
+    return table
+
+
+def mapping_table(preview: Preview, mapping: Mapping[str, int | str]) -> Table:
+    """uploadHeaders as the upload would send them: each key's column, and the required keys."""
+    table = _list_table("mapping")
+    table.add_column("key", no_wrap=True)
+    table.add_column("column", justify="right", no_wrap=True)
+    table.add_column("header", overflow="fold")
+    table.add_column("required", no_wrap=True)
+    for key, column in mapping.items():
+        index = column if isinstance(column, int) else _index_of(preview.header, column)
+        name = preview.header[index] if index is not None and index < len(preview.header) else None
+        table.add_row(
+            cell(key),
+            cell(index),
+            cell(name if preview.has_header else None),
+            cell("yes" if key in preview.required_keys else ""),
+        )
+    for key in preview.required_keys:
+        if key not in mapping:
+            table.add_row(cell(key), cell("not mapped"), cell(None), cell("yes"))
+    return table
+
+
+def _index_of(header: list[str], name: str) -> int | None:
+    return header.index(name) if name in header else None
+
+
+def records_table(preview: Preview) -> Table:
+    """The first records as the service would read them, each with the row error it would get."""
+    count = len(preview.records)
+    table = _list_table("first record" if count == 1 else f"first {count} records")
+    table.add_column("row", justify="right", no_wrap=True)
+    table.add_column("values", overflow="fold")
+    table.add_column("verdict", overflow="fold")
+    for record in preview.records:
+        values = "\n".join(f"{key}: {value}" for key, value in record.values.items())
+        if record.error_code is not None:
+            verdict = f"{record.error_code} {record.error_name}\n{record.error_message}"
+        else:  # "not judged: ..." when the mapping lacks a required key
+            verdict = record.error_message or "would apply"
+        table.add_row(cell(record.row_number), cell(values), cell(verdict))
     return table
 
 

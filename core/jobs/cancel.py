@@ -2,7 +2,7 @@
 
 A job nobody works on ends at once (`request_cancel`), or when the next claim finds the
 request (`end_if_cancelled`); one a worker holds ends at its next chunk boundary (core/apply.py).
-`request_cancel`, `lease.finish` and `lease.fail` call `discard_dry_run`.
+`request_cancel`, `end_if_cancelled`, `lease.finish` and `lease.fail` call `discard_dry_run`.
 """
 
 from __future__ import annotations
@@ -38,8 +38,10 @@ def request_cancel(session: Session, org_id: int, job_id: int) -> UploadJob:
 
 def end_if_cancelled(session: Session, job_id: int) -> None:
     """End a job nobody holds whose cancel came while it waited between slices (a claim
-    that could not take the job calls this)."""
-    session.execute(
+    that could not take the job calls this). A dry run's would-be redemptions go with it: the
+    cancel may have come while a worker held the job, which then handed it on before its next
+    chunk could end it."""
+    ended = session.execute(
         text(
             """
             UPDATE upload_jobs SET status = 'CANCELLED', finished_at = clock_timestamp(),
@@ -50,10 +52,13 @@ def end_if_cancelled(session: Session, job_id: int) -> None:
                   AND lease_owner IS NULL
                 FOR NO KEY UPDATE SKIP LOCKED
             )
+            RETURNING id
             """
         ),
         {"job_id": job_id},
-    )
+    ).first()
+    if ended is not None:
+        discard_dry_run(session, job_id)
 
 
 def discard_dry_run(session: Session, job_id: int) -> None:

@@ -139,7 +139,25 @@ class Coupon(Base):
     )
 
 
-class Redemption(Base):
+class RedemptionFields:
+    """What a redemption records, kept alike by the redemptions and their archive."""
+
+    series_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    coupon_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    customer_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    # The job that applied it. No foreign key: only the worker writes it, with the id of the
+    # job it holds locked, and jobs are never deleted (migration 0003 says what the check cost).
+    job_id: Mapped[int | None] = mapped_column(BigInteger)
+    row_number: Mapped[int | None] = mapped_column(Integer)
+    redeemed_ms: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    till_id: Mapped[str] = mapped_column(Text, nullable=False)
+    # Empty, never NULL, so that empty bill fields compare equal in the natural key.
+    bill_id: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    bill_number: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    details: Mapped[str | None] = mapped_column(Text)
+
+
+class Redemption(RedemptionFields, Base):
     __tablename__ = "redemptions"
     __table_args__ = (
         # The same redemption recorded twice is a duplicate (790), whichever job brought it. (A
@@ -163,23 +181,10 @@ class Redemption(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     org_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    series_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    coupon_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    customer_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    # The job that applied it. No foreign key: only the worker writes it, with the id of the
-    # job it holds locked, and jobs are never deleted (migration 0003 says what the check cost).
-    job_id: Mapped[int | None] = mapped_column(BigInteger)
-    row_number: Mapped[int | None] = mapped_column(Integer)
-    redeemed_ms: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    till_id: Mapped[str] = mapped_column(Text, nullable=False)
-    # Empty, never NULL, so that empty bill fields compare equal in the natural key.
-    bill_id: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
-    bill_number: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
-    details: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = created_at_column()
 
 
-class RevertedRedemption(Base):
+class RevertedRedemption(RedemptionFields, Base):
     """A redemption a revert removed, as it was, with the revert job and when (migration 0012).
 
     Nothing a revert undoes is lost: the import's successes report reads its rows from here,
@@ -194,16 +199,7 @@ class RevertedRedemption(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     org_id: Mapped[int] = org_fk()
-    series_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    coupon_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    customer_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    job_id: Mapped[int | None] = mapped_column(BigInteger)
-    row_number: Mapped[int | None] = mapped_column(Integer)
-    redeemed_ms: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    till_id: Mapped[str] = mapped_column(Text, nullable=False)
-    bill_id: Mapped[str] = mapped_column(Text, nullable=False)
-    bill_number: Mapped[str] = mapped_column(Text, nullable=False)
-    details: Mapped[str | None] = mapped_column(Text)
+    # When the redemption was recorded, as it was.
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     reverted_by_job_id: Mapped[int] = mapped_column(
         BigInteger, ForeignKey("upload_jobs.id", ondelete="CASCADE"), nullable=False

@@ -19,7 +19,7 @@ from core.headers import header_key as _header_key
 from core.limits import MAX_DETAILS
 from core.rows import COLUMN_KEYS, CouponIdentifier, CustomerIdentifier, clean, mandatory_keys
 from core.uploads.sink import FileSink
-from core.webhooks import validate_callback_url
+from core.webhooks.urls import validate_callback_url
 
 
 @dataclass

@@ -1,35 +1,24 @@
-"""Completion webhooks: the callbackUrl judged, the ended job's document signed and POSTed.
-
-A delivery row (core/models/webhooks.py) is made by the database in the transaction that ends
-the job; `deliver` makes one attempt and says when to try again, the worker turns that into a
-Celery message with a countdown, and the sweeper re-rings deliveries whose message was lost.
-"""
+"""Delivering an ended job's document: one attempt at a time, backing off, swept when lost."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import ipaddress
 import json
-import secrets
-import socket
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from urllib.parse import SplitResult, urlsplit, urlunsplit
+from urllib.parse import urlunsplit
 
 import httpx
-from sqlalchemy import select, text
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from core.db import rows_changed, set_org, transaction
-from core.errors import invalid
 from core.jobs import documents, queries
-from core.models import Org
 from core.settings import get_settings
+from core.webhooks.signing import org_secret, sign
+from core.webhooks.urls import CallbackRefused, resolve, split_url
 
-MAX_URL_LENGTH = 2000
 SIGNATURE_HEADER = "X-Bulkredeem-Signature"
 # Attempt n waits base * 2**(n-1) seconds after the n-th failure, at most BACKOFF_MAX_SECONDS,
 # and never beyond webhook_retry_seconds after the job's end.
@@ -37,123 +26,6 @@ BACKOFF_BASE_SECONDS = 5.0
 BACKOFF_MAX_SECONDS = 600.0
 # Statuses worth another try; any other non-2xx answer is the receiver refusing for good.
 RETRYABLE_STATUSES = frozenset({408, 429})
-
-
-class CallbackRefused(ValueError):
-    """The URL is not one the service will call (syntax, scheme, or where it points)."""
-
-
-# --- judging the URL -----------------------------------------------------------------------
-
-
-def _split(url: str) -> tuple[SplitResult, str, int]:
-    if len(url) > MAX_URL_LENGTH:
-        raise CallbackRefused(f"is longer than {MAX_URL_LENGTH} characters")
-    if any(ord(ch) <= 32 or ord(ch) == 127 for ch in url):
-        raise CallbackRefused("contains spaces or control characters")
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        raise CallbackRefused("is not a valid URL") from None
-    if parts.scheme not in ("http", "https"):
-        raise CallbackRefused("must be an http:// or https:// URL")
-    if not parts.hostname:
-        raise CallbackRefused("has no host")
-    if parts.username is not None or parts.password is not None:
-        raise CallbackRefused("must not carry credentials: the signature authenticates calls")
-    return parts, parts.hostname, port or (443 if parts.scheme == "https" else 80)
-
-
-def is_public(address: str) -> bool:
-    """False for private, loopback, link-local, multicast, reserved and unspecified addresses
-    (IPv4, IPv6, and IPv4 mapped into IPv6)."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not (
-        ip.is_private
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_multicast
-        or ip.is_reserved
-        or ip.is_unspecified
-    )
-
-
-def resolve(host: str, port: int) -> list[str]:
-    """The host's addresses, refused unless every one is public (or the setting allows)."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError):
-        raise CallbackRefused(f"names a host that does not resolve ({host})") from None
-    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
-    if not addresses:
-        raise CallbackRefused(f"names a host that does not resolve ({host})")
-    if not get_settings().webhook_allow_private:
-        for address in addresses:
-            if not is_public(address):
-                raise CallbackRefused(
-                    "points to a private, loopback, link-local or otherwise non-public "
-                    f"address ({address})"
-                )
-    return addresses
-
-
-def check_callback_url(url: str) -> str:
-    """The URL if the service may call it; CallbackRefused saying why not."""
-    _, host, port = _split(url)
-    resolve(host, port)
-    return url
-
-
-def validate_callback_url(raw: str) -> str:
-    """callbackUrl of an upload, or a 400 naming it."""
-    try:
-        return check_callback_url(raw)
-    except CallbackRefused as exc:
-        raise invalid("callbackUrl", f"callbackUrl {exc}") from None
-
-
-# --- signing -------------------------------------------------------------------------------
-
-
-def new_secret() -> str:
-    return secrets.token_hex(32)  # 32 random bytes
-
-
-def sign(secret: str, body: bytes, timestamp: int) -> str:
-    """The signature header's value: t=<unix seconds>,v1=<hex HMAC-SHA256 of "t.body">."""
-    digest = hmac.new(secret.encode(), str(timestamp).encode() + b"." + body, hashlib.sha256)
-    return f"t={timestamp},v1={digest.hexdigest()}"
-
-
-def org_secret(session: Session, org_id: int) -> str:
-    """The org's signing secret, made on first need (the session is scoped to the org)."""
-    secret = session.execute(select(Org.webhook_secret).where(Org.id == org_id)).scalar()
-    if secret:
-        return str(secret)
-    made = session.execute(
-        text("SELECT br_org_webhook_secret(:org, :candidate)"),
-        {"org": org_id, "candidate": new_secret()},
-    ).scalar()
-    if not made:
-        raise RuntimeError(f"org {org_id}: no webhook secret (is the session scoped to it?)")
-    return str(made)
-
-
-def admin_secret(session: Session, org_id: int, *, rotate: bool = False) -> str:
-    """For the org's admin (an owner's session): the secret, made or replaced if asked."""
-    org = session.get(Org, org_id)
-    if org is None:
-        raise LookupError(f"no org {org_id}")
-    if rotate or not org.webhook_secret:
-        org.webhook_secret = new_secret()
-        session.flush()
-    return str(org.webhook_secret)
-
-
-# --- delivering ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -264,7 +136,7 @@ def _post(
     Returns (status, error, permanent). Redirects are not followed.
     """
     try:
-        parts, host, port = _split(url)
+        parts, host, port = split_url(url)
         addresses = resolve(host, port)
     except CallbackRefused as exc:
         return None, f"refused: callbackUrl {exc}", True
