@@ -365,3 +365,33 @@ def test_retention_passes_over_a_revert_which_has_no_file(
     assert retention.purge_old_files() >= 1
     assert job_row(job)["file_deleted_at"] is not None
     assert job_row(revert_id)["file_deleted_at"] is None
+
+
+def test_only_the_lease_holder_at_the_checkpoint_moves_a_chunk(
+    client: TestClient, auth: dict[str, str], org: tuple[int, str], an_import: Any
+) -> None:
+    # The fence of every chunk: another token, or a checkpoint that moved on since this worker
+    # read it (a chunk committed by someone else), moves nothing and says so.
+    import dataclasses
+
+    from core.apply import LeaseLost
+    from core.db import set_org
+    from core.jobs import lease
+
+    org_id = org[0]
+    _, job, _ = an_import
+    revert_id = revert(client, auth, job).json()["jobId"]
+    with transaction(org_id) as session:
+        set_org(session, org_id)
+        claimed = lease.claim(session, revert_id, "holder")
+    assert claimed is not None
+    with pytest.raises(LeaseLost):
+        reverts.run_revert(claimed, "not-the-holder", time.monotonic() + 60)
+    assert org_state(org_id)["archived"] == 0
+    stale = dataclasses.replace(claimed, next_record=claimed.next_record + 1)
+    with pytest.raises(LeaseLost):
+        reverts.run_revert(stale, "holder", time.monotonic() + 60)
+    assert org_state(org_id)["archived"] == 0
+    assert reverts.run_revert(claimed, "holder", time.monotonic() + 60) is False
+    assert org_state(org_id)["archived"] == 300
+    assert job_row(revert_id)["status"] == "COMPLETED"
