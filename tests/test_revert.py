@@ -395,3 +395,28 @@ def test_only_the_lease_holder_at_the_checkpoint_moves_a_chunk(
     assert reverts.run_revert(claimed, "holder", time.monotonic() + 60) is False
     assert org_state(org_id)["archived"] == 300
     assert job_row(revert_id)["status"] == "COMPLETED"
+
+
+def test_a_revert_gives_customers_their_series_limit_back(
+    org: tuple[int, str], tmp_path: Path
+) -> None:
+    # Per-customer counts are counted from redemptions: once the first import is reverted,
+    # the row its customer's limit refused before applies.
+    from tests.factories import create_coupon, create_customer
+
+    org_id = org[0]
+    series = create_series(org_id, any_user=True, max_redemptions_per_customer=1)
+    create_customer(org_id, mobile="9111111111")
+    for code in ("LIM1", "LIM2"):
+        create_coupon(org_id, series, code)
+    first = create_job(org_id, series, ["d,t,m,c", f"{SAMPLE_MS},T1,9111111111,LIM1"])
+    assert run_to_end(first)["rows_succeeded"] == 1
+    second = ["d,t,m,c", f"{SAMPLE_MS + 1},T1,9111111111,LIM2"]
+    refused = run_to_end(create_job(org_id, series, second))
+    assert refused["error_counts"] == {"736": 1}
+
+    with transaction(org_id) as session:
+        undo = reverts.request_revert(session, org_id, first, idempotency_key=None, key_id=None)
+    assert run_to_end(undo[0].id)["rows_succeeded"] == 1
+    assert run_to_end(create_job(org_id, series, second))["rows_succeeded"] == 1
+    assert org_state(org_id)["counters_off"] == 0
