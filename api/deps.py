@@ -8,11 +8,13 @@ from enum import StrEnum
 from typing import Annotated
 
 from fastapi import Depends, Request
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core import keys
 from core.db import new_session, set_org, transaction, transaction_aside
 from core.errors import DomainError, ErrorKind
+from core.models import ApiKey
 from core.ratelimit import get_limiter
 from core.settings import get_settings
 
@@ -75,15 +77,38 @@ def admit(match: keys.KeyMatch | None, bucket: Bucket) -> int:
     return match.org_id
 
 
-def upload_org(request: Request) -> int:
-    """The caller's org, within its upload rate (the key looked up in a short transaction:
-    an upload's own transaction comes only once its file is stored)."""
+@dataclass(frozen=True)
+class Uploader:
+    """Who makes an upload: the org, and the key with its label as it is now (the job keeps
+    both, so that a key relabelled or deleted later does not rewrite who uploaded it)."""
+
+    org_id: int
+    key_id: int
+    key_label: str | None
+
+
+def uploader(request: Request) -> Uploader:
+    """The caller's org and key, within its upload rate (the key looked up in a short
+    transaction: an upload's own transaction comes only once its file is stored)."""
     key = presented_key(request)
     with transaction() as session:
         match = keys.identify(session, key)
-    return admit(match, Bucket.UPLOADS)
+        org_id = admit(match, Bucket.UPLOADS)
+        assert match is not None  # admit refused it otherwise
+        # The label is the org's to read: under its row-level security, like every read.
+        set_org(session, org_id)
+        label = session.execute(
+            select(ApiKey.label).where(ApiKey.id == match.key_id)
+        ).scalar_one_or_none()
+    return Uploader(org_id=org_id, key_id=match.key_id, key_label=label)
 
 
+def upload_org(request: Request) -> int:
+    """The caller's org, within its upload rate (for a route that makes no job)."""
+    return uploader(request).org_id
+
+
+UploaderOf = Annotated[Uploader, Depends(uploader)]
 UploadOrgId = Annotated[int, Depends(upload_org)]
 
 

@@ -1,4 +1,4 @@
-"""The one place where domain errors become HTTP answers, in the Capillary error envelope."""
+"""The one place where domain errors become HTTP answers, in each route's error envelope."""
 
 from __future__ import annotations
 
@@ -85,10 +85,20 @@ STATUS_BY_KIND = {
     ErrorKind.UNSUPPORTED_MEDIA: 415,
     ErrorKind.UNPROCESSABLE: 422,
     ErrorKind.RATE_LIMITED: 429,
+    ErrorKind.GONE: 410,
 }
 
 
-def error_body(status: int, message: str, errors: list[dict[str, str]]) -> dict[str, Any]:
+# Capillary's routes refuse in Capillary's own shape (DESIGN.md, Capillary's wire format), so
+# that a client written against Capillary reads its refusals too; every other route in ours.
+CAPILLARY_PATHS = "/coupon/api/"
+
+
+def error_body(
+    status: int, message: str, errors: list[dict[str, str]], *, capillary: bool = False
+) -> dict[str, Any]:
+    if capillary:
+        return {"success": False, "status": status, "message": message, "errors": errors}
     return {
         "success": False,
         "status": {"success": False, "code": status, "message": message},
@@ -97,6 +107,7 @@ def error_body(status: int, message: str, errors: list[dict[str, str]]) -> dict[
 
 
 def error_response(
+    request: Request,
     status: int,
     message: str,
     errors: list[dict[str, str]] | None = None,
@@ -105,8 +116,11 @@ def error_response(
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
     if retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    capillary = request.url.path.startswith(CAPILLARY_PATHS)
     return JSONResponse(
-        error_body(status, message, errors or []), status_code=status, headers=headers
+        error_body(status, message, errors or [], capillary=capillary),
+        status_code=status,
+        headers=headers,
     )
 
 
@@ -122,23 +136,23 @@ def _location(loc: tuple[Any, ...]) -> str:
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
-    async def domain_error(_: Request, exc: DomainError) -> JSONResponse:
+    async def domain_error(request: Request, exc: DomainError) -> JSONResponse:
         status = STATUS_BY_KIND[exc.kind]
         problems = [{"field": p.field, "message": p.message} for p in exc.problems]
-        return error_response(status, exc.message, problems, exc.retry_after)
+        return error_response(request, status, exc.message, problems, exc.retry_after)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [
             {"field": _location(tuple(e.get("loc", ()))), "message": str(e.get("msg", ""))}
             for e in exc.errors()
         ]
         first = problems[0] if problems else {"field": "request", "message": "invalid"}
-        return error_response(422, f"{first['field']}: {first['message']}", problems)
+        return error_response(request, 422, f"{first['field']}: {first['message']}", problems)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, str(exc.detail))
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(request, exc.status_code, str(exc.detail))
 
     @app.exception_handler(DataError)
     async def data_error(request: Request, exc: DataError) -> JSONResponse:
@@ -150,7 +164,9 @@ def install(app: FastAPI) -> None:
         if sqlstate is not None and sqlstate not in INPUT_SQLSTATES:
             return await unexpected(request, exc)
         log.warning("database refused a value (%s): %s", sqlstate, exc.orig)
-        return error_response(400, "a value is not valid (out of range, or not valid text)")
+        return error_response(
+            request, 400, "a value is not valid (out of range, or not valid text)"
+        )
 
     @app.exception_handler(DBAPIError)
     async def database_error(request: Request, exc: DBAPIError) -> JSONResponse:
@@ -165,12 +181,15 @@ def install(app: FastAPI) -> None:
                 str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__,
             )
             return error_response(
-                503, "the database is briefly unavailable; retry the request", retry_after=1
+                request,
+                503,
+                "the database is briefly unavailable; retry the request",
+                retry_after=1,
             )
         return await unexpected(request, exc)
 
     @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         # Never leak a stack trace, SQL or a path to the client; the log has the details.
         log.exception("unhandled error", exc_info=exc)
-        return error_response(500, "internal error")
+        return error_response(request, 500, "internal error")

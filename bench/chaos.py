@@ -207,7 +207,7 @@ def run(config: ChaosConfig, out: TextIO = sys.stdout) -> ChaosResult:
         env = _service_env(found, redis_server.url, files, queue, config)
         owner = found.owner_url
         with ServiceProcesses(env, log_dir) as processes:
-            from cli.devservices import free_port
+            from cli.embedded.common import free_port
 
             port = free_port()
             processes.start_api(port)

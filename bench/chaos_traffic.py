@@ -139,7 +139,7 @@ class Uploader:
                     continue
                 self.answers.record(f"POST {path} ({request.key})", response)
                 outcome.answers.append(response.status_code)
-                if response.status_code == 202:
+                if response.status_code == 200:  # Capillary's answer: the job in `result`
                     statuses = response.json()["result"]["redeemUploadJobStatuses"]
                     outcome.job_id = int(statuses[0]["jobId"])
                     return

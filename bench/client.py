@@ -23,7 +23,7 @@ class ClientError(RuntimeError):
 class Upload:
     job_id: int
     started: float  # perf_counter just before the first byte went out
-    answered: float  # perf_counter when the 202 had arrived
+    answered: float  # perf_counter when the answer (the job) had arrived
     started_wall: float  # time.time() at `started`, to compare with the job's timestamps
     size: int
 
@@ -64,7 +64,8 @@ class ServiceClient:
                 files={"file": (path.name, handle, "text/csv")},
             )
             answered = time.perf_counter()
-        if response.status_code != 202:
+        # Capillary's route, as Capillary's clients call it: HTTP 200 and the job in `result`.
+        if response.status_code != 200:
             raise ClientError(f"upload answered {response.status_code}: {response.text[:2000]}")
         job_id = int(response.json()["result"]["redeemUploadJobStatuses"][0]["jobId"])
         return Upload(job_id, started, answered, started_wall, size)

@@ -149,7 +149,7 @@ class Running:
 @contextmanager
 def service(setup: Setup, **extra_env: str) -> Iterator[Running]:
     """The API and one worker, stopped on the way out whatever happens."""
-    from cli.devservices import free_port
+    from cli.embedded.common import free_port
 
     port = free_port()
     with ServiceProcesses({**setup.env, **extra_env}, LOG_DIR) as processes:

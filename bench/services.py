@@ -1,7 +1,7 @@
 """Postgres and Redis for the bench: found like `make test` finds them, with a database of its own.
 
 DATABASE_URL / REDIS_URL when set, else servers on 127.0.0.1:5432 / 6379 when they answer, else
-the embedded ones of cli/devservices.py. The bench database is dropped and created again at
+the embedded ones of cli/embedded/. The bench database is dropped and created again at
 every run, and migrated with the project's own migrations; the chaos run names a database of
 its own and drops it at its end.
 """
@@ -67,9 +67,9 @@ def tuned_postgres(pgdata: Path) -> str:
 
     It stops when the bench exits; its data stays for EXPLAIN until the next tuned run.
     """
-    from cli import devservices
+    from cli.embedded import postgres
 
-    pgserver = devservices._pgserver_module()
+    pgserver = postgres.pgserver_module()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     server = pgserver.get_server(pgdata, cleanup_mode="stop", start=False)
     server.ensure_pgdata_inited()
@@ -92,9 +92,9 @@ def find_postgres() -> tuple[str, str | None, str]:
         return admin, None, "DATABASE_ADMIN_URL"
     if answers_tcp("127.0.0.1", 5432):
         return "postgresql://postgres@127.0.0.1:5432/postgres", None, "Postgres on 127.0.0.1:5432"
-    from cli import devservices
+    from cli.embedded import postgres
 
-    return devservices.ensure_postgres(), None, "embedded Postgres (.data/pg)"
+    return postgres.ensure_postgres(), None, "embedded Postgres (.data/pg)"
 
 
 def find(
@@ -121,9 +121,9 @@ def find(
         redis_url = "redis://127.0.0.1:6379/0"
         where.append("Redis on 127.0.0.1:6379")
     else:
-        from cli import devservices
+        from cli.embedded import redis as embedded_redis
 
-        redis_url = devservices.ensure_redis()
+        redis_url = embedded_redis.ensure_redis()
         where.append("embedded Redis (.data/redis)")
     return Services(
         database_url=with_database(url, database),

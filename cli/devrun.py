@@ -15,8 +15,10 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
-from cli import devservices
-from cli.devservices import display_path, redacted
+from cli.embedded import common as embedded
+from cli.embedded import postgres as embedded_postgres
+from cli.embedded import redis as embedded_redis
+from cli.embedded.common import display_path, redacted
 from cli.supervisor import (
     Child,
     ChildFailed,
@@ -78,7 +80,7 @@ class DevRunner:
     port: int
     migrate: Callable[[], str]
     seed: Callable[[], DemoData]
-    data_dir: Path = field(default_factory=devservices.default_data_dir)
+    data_dir: Path = field(default_factory=embedded.default_data_dir)
     out: IO[str] = field(default_factory=lambda: sys.stdout)
     children: list[Child] = field(default_factory=list)
     _phase: str = "starting"
@@ -93,7 +95,7 @@ class DevRunner:
                 demo = self._start()
             except StopRequested:
                 return 0
-            except (DevError, devservices.DevServiceError) as exc:
+            except (DevError, embedded.DevServiceError) as exc:
                 self._complain(exc)
                 return 1
             self._phase = "running"
@@ -143,13 +145,13 @@ class DevRunner:
     def _configure_environment(self) -> None:
         """Point this process and its children at the services, embedded ones when unset."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        if not devservices.database_in_environment():
+        if not embedded_postgres.database_in_environment():
             self._say(
                 f"DATABASE_URL is unset: starting the embedded Postgres in "
                 f"{display_path(self._pg_dir)}"
             )
         get_settings.cache_clear()
-        embedded = devservices.use_embedded_database(self.data_dir, create=True)
+        embedded = embedded_postgres.use_embedded_database(self.data_dir, create=True)
         self._embedded_database = embedded is not None
         if embedded is None:
             settings = get_settings()
@@ -166,7 +168,7 @@ class DevRunner:
         if not os.environ.get("REDIS_URL"):
             where = display_path(self._redis_dir)
             self._say(f"REDIS_URL is unset: starting the embedded Redis in {where}")
-            os.environ["REDIS_URL"] = devservices.ensure_redis(self.data_dir)
+            os.environ["REDIS_URL"] = embedded_redis.ensure_redis(self.data_dir)
         if not os.environ.get("STORAGE_URL"):
             files = self.data_dir / "files"
             files.mkdir(parents=True, exist_ok=True)
@@ -253,7 +255,7 @@ class DevRunner:
         self.children.clear()
 
     def _stop_services(self) -> None:
-        for service, outcome in devservices.stop_all():
+        for service, outcome in [*embedded_redis.stop_all(), *embedded_postgres.stop_all()]:
             self._report(service, outcome)
 
     # --- output --------------------------------------------------------------------------------

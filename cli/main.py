@@ -13,8 +13,9 @@ from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
-from cli import client, devservices
-from cli.devservices import redacted
+from cli import client
+from cli.embedded import postgres as embedded_postgres
+from cli.embedded.common import DevServiceError, display_path, redacted
 from core import keys
 from core import migrate as core_migrate
 from core.db import sqlalchemy_url
@@ -42,6 +43,7 @@ app.command("upload")(client.upload)
 app.command("errors")(client.errors)
 app.add_typer(client.jobs_app, name="jobs")
 app.add_typer(client.series_app, name="series")
+app.add_typer(client.org_app, name="org")
 # Bare `bulkredeem demo` loads the demo data over the API; `demo seed` stays the DB seeder.
 demo_app.callback(
     invoke_without_command=True,
@@ -62,12 +64,12 @@ def admin_url(*, create: bool = False) -> str:
     """Migrations, orgs and keys are the operator's business: the owner role when there is one.
 
     With no database URL in the environment, that is `make run`'s embedded Postgres in
-    ./.data/pg, started for the command if it is not running (the rule of cli/devservices.py).
+    ./.data/pg, started for the command if it is not running (cli/embedded/postgres.py's rule).
     `create`: set one up there if there is none yet (migrate does, as `make run` does).
     """
     try:
-        embedded = devservices.use_embedded_database(create=create)
-    except devservices.DevServiceError as exc:
+        embedded = embedded_postgres.use_embedded_database(create=create)
+    except DevServiceError as exc:
         fail(str(exc))
     if embedded is not None:
         state = (
@@ -75,7 +77,7 @@ def admin_url(*, create: bool = False) -> str:
             if embedded.was_running
             else "started for this command; it stops when the command ends"
         )
-        where = devservices.display_path(embedded.pgdata)
+        where = display_path(embedded.pgdata)
         typer.echo(f"DATABASE_URL is unset: the embedded Postgres in {where} ({state})", err=True)
     settings = get_settings()
     return settings.database_admin_url or settings.database_url

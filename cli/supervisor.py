@@ -256,7 +256,8 @@ class RedisServer:
     `redis.log` in `directory`."""
 
     def __init__(self, directory: Path) -> None:
-        from cli.devservices import free_port, redis_binary
+        from cli.embedded.common import free_port
+        from cli.embedded.redis import redis_binary
 
         self.directory = directory
         self.binary = redis_binary()

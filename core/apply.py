@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from core.guard import Guard
 from core.probes import coupon_counts_sql, customer_counts_sql, probe_sql
 from core.rows import CUSTOMER_COLUMNS, Candidate, Failure, RowChecker
 from core.rules import (
@@ -46,6 +47,10 @@ class ChunkOutcome:
     failed: int = 0
     cancelled: bool = False
     error_counts: Counter[int] = field(default_factory=Counter)
+    # The guard's failureReason when it stops the job at this chunk (core/guard.py); with
+    # `refused`, nothing of the chunk was kept (the first chunk), else the chunk committed.
+    stopped: str | None = None
+    refused: bool = False
 
 
 @dataclass
@@ -133,7 +138,8 @@ _DELETIONS = "SELECT reference_deletions FROM coupon_series WHERE id = %s"
 # the row locked past its lease: the sweeper passes over locked job rows, so Postgres ends a
 # session idle that long.
 _FENCE = """
-SELECT cancel_requested, set_config('idle_in_transaction_session_timeout', %s, true)
+SELECT cancel_requested, set_config('idle_in_transaction_session_timeout', %s, true),
+    rows_processed
 FROM upload_jobs
 WHERE id = %s AND lease_owner = %s AND status = 'RUNNING' AND next_record = %s
 FOR UPDATE
@@ -173,6 +179,7 @@ UPDATE upload_jobs SET
     lease_expires_at = clock_timestamp() + make_interval(secs => %(lease)s),
     updated_at = now()
 WHERE id = %(job)s
+RETURNING rows_processed, rows_succeeded, rows_failed, error_counts
 """
 # Only the decisions travel back: the rows themselves are staged already.
 _ACCEPTED_ROWS = """
@@ -280,8 +287,10 @@ class ChunkApplier:
         customer_key: str,
         lease_seconds: int,
         dry_run: bool = False,
+        guard: Guard | None = None,
     ) -> None:
         self.conn = conn
+        self.guard = guard
         # A dry run checks every row as a real run would, against the real redemptions and
         # its own would-be ones (dry_run_redemptions), and changes neither redemptions nor
         # counters.
@@ -372,6 +381,7 @@ class ChunkApplier:
             conn.execute(_DISCARD_DRY_RUN, (self.job_id,))
             return ChunkOutcome(cancelled=True)
 
+        first_chunk = row[2] == 0
         failures = list(prepared.failures)
         accepted: list[Accepted] = []
         resolved = prepared.resolved
@@ -379,8 +389,22 @@ class ChunkApplier:
             resolved = self._lock_series(conn, prepared)
             failures.extend(resolved.failures)
         if resolved.survivors:
-            late, accepted = self._decide_and_insert(conn, resolved.survivors)
+            late, accepted = self._decide(conn, resolved.survivors)
             failures.extend(late)
+        guard = self.guard
+        if first_chunk and guard is not None and guard.trips(len(failures), prepared.processed):
+            # Every row is decided, nothing is written yet: the job ends with none of the
+            # file applied, so a wrong mapping leaves nothing to undo.
+            first = min(failures, key=lambda f: f.row_number)
+            reason = guard.refused_first_chunk(
+                len(failures),
+                prepared.processed,
+                Counter(int(f.code) for f in failures),
+                f"row {first.row_number}: {int(first.code)} {first.message}",
+            )
+            return ChunkOutcome(stopped=reason, refused=True)
+        if accepted:
+            self._insert(conn, accepted)
         outcome = ChunkOutcome(
             succeeded=len(accepted),
             failed=len(failures),
@@ -392,7 +416,7 @@ class ChunkApplier:
                     for f in failures:
                         copy.write_row((f.row_number, int(f.code), f.message, f.cells))
                 cur.execute(_INSERT_ERRORS, {"job": self.job_id, "org": self.org_id})
-        conn.execute(
+        totals = conn.execute(
             _PROGRESS,
             {
                 "processed": prepared.processed,
@@ -404,7 +428,20 @@ class ChunkApplier:
                 "lease": self.lease_seconds,
                 "job": self.job_id,
             },
-        )
+        ).fetchone()
+        if guard is not None and totals is not None:
+            processed, succeeded, failed, counts = totals
+            if guard.trips(failed, processed):
+                # This chunk is applied (it commits with the job's totals that tripped it):
+                # the job stops at this boundary, and its reason says what stays applied.
+                outcome.stopped = guard.stopped_later(
+                    self.job_id,
+                    failed=failed,
+                    processed=processed,
+                    succeeded=succeeded,
+                    last_row=prepared.next_record - 1,
+                    counts=counts,
+                )
         return outcome
 
     def _lock_series(self, conn: psycopg.Connection[Any], prepared: PreparedChunk) -> Resolved:
@@ -431,27 +468,27 @@ class ChunkApplier:
         log.info("chunk: a coupon or customer was deleted since its look-ups; looking again")
         return self._resolve(conn, prepared.candidates)
 
-    def _decide_and_insert(
+    def _decide(
         self, conn: psycopg.Connection[Any], survivors: list[Survivor]
     ) -> tuple[list[Failure], list[Accepted]]:
-        """The limit checks on what earlier rows left (under the series lock, `_lock_series`),
-        and the accepted rows inserted."""
+        """The limit checks on what earlier rows left (under the series lock, `_lock_series`)."""
         with conn.cursor() as cur:
             counts, probes, customer_counts = self._limit_reads.read(cur, survivors, self.job_id)
-            failures, accepted = limit_checks(
-                self.series, self.checker.failure_of, survivors, counts, probes, customer_counts
-            )
-            if accepted:
-                params = {
-                    "org": self.org_id,
-                    "series": self.series.id,
-                    "job": self.job_id,
-                    "rows": _bigints(row for row, _, _ in accepted),
-                    "coupons": _bigints(coupon for _, coupon, _ in accepted),
-                    "customers": _bigints(customer for _, _, customer in accepted),
-                }
-                cur.execute(_INSERT_DRY_RUN if self.dry_run else _INSERT_REDEMPTIONS, params)
-        return failures, accepted
+        return limit_checks(
+            self.series, self.checker.failure_of, survivors, counts, probes, customer_counts
+        )
+
+    def _insert(self, conn: psycopg.Connection[Any], accepted: list[Accepted]) -> None:
+        """The accepted rows' redemptions (or would-be ones) and their coupons' counters."""
+        params = {
+            "org": self.org_id,
+            "series": self.series.id,
+            "job": self.job_id,
+            "rows": _bigints(row for row, _, _ in accepted),
+            "coupons": _bigints(coupon for _, coupon, _ in accepted),
+            "customers": _bigints(customer for _, _, customer in accepted),
+        }
+        conn.execute(_INSERT_DRY_RUN if self.dry_run else _INSERT_REDEMPTIONS, params)
 
 
 class _LimitReads:

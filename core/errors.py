@@ -15,6 +15,7 @@ class ErrorKind(Enum):
     TOO_LARGE = "too_large"  # over a size or row limit (413)
     UNSUPPORTED_MEDIA = "unsupported_media"  # not a text file (415)
     RATE_LIMITED = "rate_limited"  # too many requests for now (429)
+    GONE = "gone"  # was there, and is no longer kept (410)
 
 
 @dataclass

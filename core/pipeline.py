@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, BinaryIO
 
+import psycopg
+
 from core import metrics
 from core.apply import (
     ChunkApplier,
@@ -28,6 +30,7 @@ from core.apply import (
 )
 from core.csvstream import read_records, sniff_encoding
 from core.db import get_engine, set_org, transaction
+from core.guard import Guard
 from core.jobs import lease, queries
 from core.logs import log_context
 from core.prefetch import prefetched
@@ -149,6 +152,9 @@ def _process(job: lease.ClaimedJob, token: str, deadline: float) -> SliceResult:
         with conns[0].transaction():
             conns[0].execute("SELECT set_config('app.org_id', %s, true)", (str(job.org_id),))
             series = load_series(conns[0], job.series_id)
+            guard, stopped = _guard_of(conns[0], job.id)
+        if stopped is not None:
+            return _stop(job, token, stopped)
         applier = ChunkApplier(
             conns[0],
             job_id=job.id,
@@ -159,6 +165,7 @@ def _process(job: lease.ClaimedJob, token: str, deadline: float) -> SliceResult:
             customer_key=mapping.customer.key,
             lease_seconds=settings.lease_seconds,
             dry_run=job.dry_run,
+            guard=guard,
         )
 
         def prepare(turn: int, chunk: Chunk) -> PreparedChunk:
@@ -199,17 +206,20 @@ def _process(job: lease.ClaimedJob, token: str, deadline: float) -> SliceResult:
                         seconds = time.monotonic() - started
                         if outcome.cancelled:
                             return SliceResult.DONE
-                        metrics.chunk_committed(
-                            seconds, outcome.succeeded, outcome.failed, outcome.error_counts
-                        )
-                        log.info(
-                            "chunk applied",
-                            extra={
-                                "rows": outcome.succeeded + outcome.failed,
-                                "failed": outcome.failed,
-                                "seconds": round(seconds, 3),
-                            },
-                        )
+                        if not outcome.refused:
+                            metrics.chunk_committed(
+                                seconds, outcome.succeeded, outcome.failed, outcome.error_counts
+                            )
+                            log.info(
+                                "chunk applied",
+                                extra={
+                                    "rows": outcome.succeeded + outcome.failed,
+                                    "failed": outcome.failed,
+                                    "seconds": round(seconds, 3),
+                                },
+                            )
+                        if outcome.stopped is not None:
+                            return _stop(job, token, outcome.stopped)
                     first_record = prepared.next_record
                     turn += 1
             finally:
@@ -235,6 +245,43 @@ def _process(job: lease.ClaimedJob, token: str, deadline: float) -> SliceResult:
     finally:
         for raw in raw_conns:
             raw.close()
+
+
+_GUARD = """
+SELECT max_error_rate, rows_processed, rows_succeeded, rows_failed, error_counts, next_record
+FROM upload_jobs WHERE id = %s
+"""
+
+
+def _guard_of(conn: psycopg.Connection[Any], job_id: int) -> tuple[Guard | None, str | None]:
+    """The job's guard, and its reason to stop now: a slice that starts where a chunk that
+    tripped it committed (the worker died before it could end the job) stops at once, as
+    that chunk's own slice would have."""
+    row = conn.execute(_GUARD, (job_id,)).fetchone()
+    if row is None or row[0] is None:
+        return None, None
+    rate, processed, succeeded, failed, counts, next_record = row
+    guard = Guard(float(rate))
+    if not guard.trips(failed, processed):
+        return guard, None
+    reason = guard.stopped_later(
+        job_id,
+        failed=failed,
+        processed=processed,
+        succeeded=succeeded,
+        last_row=next_record - 1,
+        counts=counts,
+    )
+    return guard, reason
+
+
+def _stop(job: lease.ClaimedJob, token: str, reason: str) -> SliceResult:
+    """End the job FAILED by its guard (DESIGN.md, "Guards against a wrong upload")."""
+    with lease.lease_transaction(job.org_id) as session:
+        if not lease.fail(session, job.id, reason, token):
+            raise LeaseLost(job.id)
+    log.info("job %s: stopped by its guard: %s", job.id, reason)
+    return SliceResult.DONE
 
 
 @dataclass(slots=True)

@@ -2,6 +2,10 @@
 
 Cells that a spreadsheet would run as a formula get a leading `'`; the upload parser drops
 it again, so a fixed report uploads as it is.
+
+Once retention has purged the job's file, its rows' cells are gone too (core/retention.py):
+each row then has empty cells and its errorMessage says so, so that nobody takes an empty
+cell for an empty value of the upload.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
+from datetime import datetime
 
 from core.codes import error_name
 from core.db import transaction
@@ -23,8 +28,17 @@ def escape(cell: str) -> str:
     return "'" + cell if cell.startswith(_FORMULA_STARTS) else cell
 
 
-def report_lines(org_id: int, job_id: int, header: list[str]) -> Iterator[bytes]:
-    """The report, a page of rows at a time, each page read in a short transaction of its own."""
+def purged_note(purged_at: datetime) -> str:
+    """What a row error says of its cells once they went with the file."""
+    return f"(the row's cells were deleted with the uploaded file on {purged_at:%Y-%m-%d})"
+
+
+def report_lines(
+    org_id: int, job_id: int, header: list[str], cells_purged_at: datetime | None = None
+) -> Iterator[bytes]:
+    """The report, a page of rows at a time, each page read in a short transaction of its own.
+    `cells_purged_at`: when retention purged the job's file (and with it the cells)."""
+    note = None if cells_purged_at is None else purged_note(cells_purged_at)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     width = len(header)
@@ -34,11 +48,10 @@ def report_lines(org_id: int, job_id: int, header: list[str]) -> Iterator[bytes]
         with transaction(org_id) as session:
             page = queries.row_errors(session, job_id, after_row=after, limit=PAGE_ROWS)
         for error in page:
-            cells = list(error.cells[:width])
+            cells = [] if note else list(error.cells[:width])
             cells.extend([""] * (width - len(cells)))
-            cells.extend(
-                [str(error.row_number), str(error.code), error_name(error.code), error.message]
-            )
+            message = f"{error.message} {note}" if note else error.message
+            cells.extend([str(error.row_number), str(error.code), error_name(error.code), message])
             writer.writerow([escape(c) for c in cells])
         yield buffer.getvalue().encode("utf-8")
         buffer.seek(0)

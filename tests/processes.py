@@ -12,7 +12,7 @@ import os
 import time
 from pathlib import Path
 
-from cli.devservices import free_port
+from cli.embedded.common import free_port
 from cli.supervisor import (
     BEAT_READY,
     WORKER_READY,

@@ -15,9 +15,9 @@ def find_postgres() -> str:
         return url
     if answers_tcp("127.0.0.1", 5432):
         return "postgresql://postgres@127.0.0.1:5432/postgres"
-    from cli import devservices
+    from cli.embedded import postgres
 
-    return devservices.ensure_postgres()
+    return postgres.ensure_postgres()
 
 
 def find_redis() -> str:
@@ -26,6 +26,6 @@ def find_redis() -> str:
         return url
     if answers_tcp("127.0.0.1", 6379):
         return "redis://127.0.0.1:6379/0"
-    from cli import devservices
+    from cli.embedded import redis as embedded_redis
 
-    return devservices.ensure_redis()
+    return embedded_redis.ensure_redis()

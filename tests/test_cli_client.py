@@ -26,7 +26,7 @@ from cli.client.files import read_header_row
 from cli.client.headers import map_header_by_name
 from cli.client.http import ClientError
 from cli.client.render import full_time, short_time
-from cli.devservices import free_port
+from cli.embedded.common import free_port
 from cli.main import app
 from core.rows import CouponIdentifier, CustomerIdentifier
 from tests.factories import (
@@ -351,7 +351,7 @@ def test_a_file_that_is_not_csv_is_refused_in_one_line_saying_what_it_is_and_not
     # The API's 415 for the same bytes says the same, of "the file".
     answer = cli.api(
         "POST",
-        f"/coupon/api/v1/upload/redeemFile/{shop.series_id}",
+        f"/v1/jobs?couponSeriesId={shop.series_id}",
         data={"customerIdentifier": "MOBILE", "couponIdentifier": "COUPON_CODE",
               "uploadHeaders": INDEX_HEADERS},
         files={"file": ("redeemed.csv", content, "text/csv")},

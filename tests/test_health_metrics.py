@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
-from cli.devservices import free_port
+from cli.embedded.common import free_port
 from core import keys, pipeline
 from core.metrics import redis_client
 from core.models.jobs import JOB_STATUSES

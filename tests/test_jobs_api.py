@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from core import keys, uploads
 from core.db import transaction
@@ -16,11 +18,13 @@ from tests.dbtools import admin_transaction
 from tests.factories import SAMPLE_MS, create_series, write_csv
 from tests.helpers import MOBILE_HEADERS, job_id_of, upload
 
+QUEUED_FILE = f"date,till,mobile,code\n{SAMPLE_MS},T1,9988776655,A\n".encode()
+
 
 def queued_job(org_id: int, series_id: int) -> int:
     """A job made in core and never enqueued, so it stays QUEUED."""
     sink = uploads.FileSink(get_storage(), org_id)
-    sink.write(f"date,till,mobile,code\n{SAMPLE_MS},T1,9988776655,A\n".encode())
+    sink.write(QUEUED_FILE)
     form = uploads.UploadForm(
         fields={
             "customerIdentifier": "MOBILE",
@@ -70,10 +74,16 @@ def test_job_document_has_every_field_of_the_contract(
     doc = client.get(f"/v1/jobs/{queued_job(org[0], series)}", headers=auth).json()
     for name in (
         "jobId",
+        "kind",
         "couponSeriesId",
         "status",
         "fileName",
         "fileSize",
+        "fileSha256",
+        "uploadedBy",
+        "revertsJobId",
+        "revertedByJobId",
+        "maxErrorRate",
         "details",
         "createdAt",
         "startedAt",
@@ -84,6 +94,12 @@ def test_job_document_has_every_field_of_the_contract(
         "links",
     ):
         assert name in doc
+    assert doc["kind"] == "IMPORT"
+    assert doc["fileSha256"] == hashlib.sha256(QUEUED_FILE).hexdigest()
+    # Made in core without a key: nobody to name.
+    assert doc["uploadedBy"] == {"keyId": None, "keyLabel": None}
+    assert doc["revertsJobId"] is None and doc["revertedByJobId"] is None
+    assert doc["maxErrorRate"] is None
     assert set(doc["progress"]) == {
         "bytesProcessed",
         "bytesTotal",
@@ -101,7 +117,56 @@ def test_job_document_has_every_field_of_the_contract(
         "self": f"/v1/jobs/{job}",
         "errors": f"/v1/jobs/{job}/errors",
         "errorsCsv": f"/v1/jobs/{job}/errors.csv",
+        "successes": f"/v1/jobs/{job}/successes",
+        "successesCsv": f"/v1/jobs/{job}/successes.csv",
+        "file": f"/v1/jobs/{job}/file",
     }
+
+
+def revert_row(org_id: int, import_id: int, status: str) -> int:
+    """A REVERT job of an import, as the revert route makes it (no file of its own: migration
+    0012), in `status`; never run."""
+    with admin_transaction() as session:
+        made = session.execute(
+            text(
+                "INSERT INTO upload_jobs (org_id, series_id, status, kind, reverts_job_id,"
+                " customer_identifier, coupon_identifier, upload_headers, delimiter, has_header,"
+                " encoding, report_header, file_name, file_size, file_sha256, storage_key)"
+                " SELECT org_id, series_id, :status, 'REVERT', id, customer_identifier,"
+                " coupon_identifier, upload_headers, delimiter, has_header, encoding,"
+                " report_header, file_name, file_size, file_sha256, ''"
+                " FROM upload_jobs WHERE id = :job AND org_id = :org RETURNING id"
+            ),
+            {"status": status, "job": import_id, "org": org_id},
+        ).scalar_one()
+    return int(made)
+
+
+def test_an_import_names_its_revert_unless_the_revert_failed(
+    client: TestClient, auth: dict[str, str], org: tuple[int, str]
+) -> None:
+    series = create_series(org[0])
+    reverted, failed_only, untouched = (queued_job(org[0], series) for _ in range(3))
+    revert_row(org[0], failed_only, "FAILED")
+    revert = revert_row(org[0], reverted, "QUEUED")
+    revert_row(org[0], reverted, "FAILED")  # an earlier attempt that failed does not count
+
+    def by_id(items: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+        return {item["jobId"]: item for item in items}
+
+    listed = by_id(client.get("/v1/jobs", headers=auth).json()["items"])
+    assert len(listed) == 6  # three imports, three reverts: the join doubles no row
+    polled = {job: client.get(f"/v1/jobs/{job}", headers=auth).json() for job in listed}
+    for documents in (listed, polled):
+        assert documents[reverted]["revertedByJobId"] == revert
+        assert documents[failed_only]["revertedByJobId"] is None
+        assert documents[untouched]["revertedByJobId"] is None
+        assert documents[revert]["kind"] == "REVERT"
+        assert documents[revert]["revertsJobId"] == reverted
+        assert documents[revert]["links"]["file"] is None  # a revert has no file of its own
+    # The cancel's answer reads it in the request's own session.
+    cancelled = client.post(f"/v1/jobs/{reverted}/cancel", headers=auth).json()
+    assert cancelled["revertedByJobId"] == revert
 
 
 def test_list_is_newest_first_filtered_and_paged(
@@ -153,6 +218,7 @@ ROUTES = [
     ("GET", "/v1/jobs/{job}"),
     ("GET", "/v1/jobs/{job}/errors"),
     ("GET", "/v1/jobs/{job}/errors.csv"),
+    ("GET", "/v1/jobs/{job}/file"),
     ("POST", "/v1/jobs/{job}/cancel"),
     ("GET", "/coupon/api/v1/upload/getUploadRedeemedCouponStatus/{series}"),
 ]

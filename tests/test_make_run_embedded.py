@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cli import devservices
+from cli.embedded import postgres
 from tests.devrun_harness import (
     bulkredeem_command,
     dev_running,
@@ -75,7 +75,7 @@ def test_admin_commands_use_make_runs_embedded_postgres_and_leave_it_running(
         printed = run.read_until("Stop everything with Ctrl-C", BANNER_SECONDS)
         assert "DATABASE_URL is unset: starting the embedded Postgres in .data/pg\n" in printed
         dev_pid = run.process.pid
-        assert devservices.postgres_running(project / ".data")
+        assert postgres.postgres_running(project / ".data")
 
         # The README's commands, in another process, with DATABASE_URL unset.
         created = _admin("orgs", "create", "acme", cwd=project)
@@ -89,7 +89,7 @@ def test_admin_commands_use_make_runs_embedded_postgres_and_leave_it_running(
         assert "is up to date" in _succeeded(_admin("migrate", cwd=project))
 
         # The admin commands joined the server and let go of it: make run still holds it.
-        assert devservices.postgres_running(project / ".data")
+        assert postgres.postgres_running(project / ".data")
         assert _handle_pids(pgdata) == [dev_pid]
 
         # The keys they printed work against the running API; a wrong one does not.
@@ -111,7 +111,7 @@ def test_admin_commands_use_make_runs_embedded_postgres_and_leave_it_running(
         said = run.interrupt()
         assert "  postgres  stopped (embedded, .data/pg)" in said, said
         assert "  redis     stopped (embedded, .data/redis)" in said, said
-    assert not devservices.postgres_running(project / ".data")
+    assert not postgres.postgres_running(project / ".data")
 
     # make run stopped: an admin command starts the server for itself, and stops it after.
     alone = _admin("keys", "list", "acme", cwd=project)
@@ -120,7 +120,7 @@ def test_admin_commands_use_make_runs_embedded_postgres_and_leave_it_running(
     assert [row.split()[2] for row in rows] == ["initial", "2nd"], alone.stdout
     # Columns: id, prefix, label, created (3 words), last used (3 words, or -), revoked.
     assert all(row.split()[8] == "UTC" for row in rows), "both keys were used against the API"
-    assert not devservices.postgres_running(project / ".data")
+    assert not postgres.postgres_running(project / ".data")
 
 
 def test_admin_commands_without_an_embedded_server_say_how_to_get_one(tmp_path: Path) -> None:

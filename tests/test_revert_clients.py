@@ -109,3 +109,4 @@ def test_the_pages_revert_button_asks_first_then_follows_the_revert_to_its_end(
     wait_for_end(page, "COMPLETED")
     expect(page.locator("#job-succeeded")).to_have_text("20")
     expect(page.locator("#announcer")).to_contain_text(f"Job {revert_id} ended COMPLETED")
+    expect(button).to_be_hidden()  # a revert's own view offers none

@@ -252,12 +252,12 @@ def test_writing_and_reading_64_mib_keeps_memory_flat(backend: Backend) -> None:
 @pytest.fixture
 def on_s3(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """The service on S3, jobs run in-process: the GetObject ranges the service asks for."""
-    import api.routes.upload
+    import api.uploading
 
     use_s3(monkeypatch, s3_endpoint)
     # A worker process another test started reads the file store of its own environment: it
     # must not take these jobs, which run here instead.
-    monkeypatch.setattr(api.routes.upload, "enqueue_job", lambda job_id: None)
+    monkeypatch.setattr(api.uploading, "enqueue_job", lambda job_id: None)
     ranges: list[str] = []
     storage = get_storage()
     assert isinstance(storage, S3Storage)

@@ -164,6 +164,14 @@ ROUTES_WITH_IDS: dict[tuple[str, str], Any] = {
     ("get", "/v1/jobs/{jobId}/errors.csv"): lambda f: {"url": f"/v1/jobs/{f['job']}/errors.csv"},
     ("post", "/v1/jobs/{jobId}/cancel"): lambda f: {"url": f"/v1/jobs/{f['job']}/cancel"},
     ("post", "/v1/jobs/{jobId}/revert"): lambda f: {"url": f"/v1/jobs/{f['job']}/revert"},
+    ("get", "/v1/jobs/{jobId}/file"): lambda f: {"url": f"/v1/jobs/{f['job']}/file"},
+    # The series, in the query string, of a new job.
+    ("post", "/v1/jobs"): lambda f: {
+        "url": "/v1/jobs",
+        "params": {"couponSeriesId": f["series"]},
+        "data": UPLOAD_FORM,
+        "files": {"file": ("r.csv", f"d,t,m,c\n{SAMPLE_MS},T,1,X\n".encode(), "text/csv")},
+    },
     ("get", "/v1/coupon-series/{id}"): lambda f: {"url": f"/v1/coupon-series/{f['series']}"},
     ("post", "/v1/coupon-series/{id}/coupons"): lambda f: {
         "url": f"/v1/coupon-series/{f['series']}/coupons",

@@ -16,7 +16,7 @@ from core import keys
 from core.settings import get_settings
 from tests.dbtools import admin_transaction
 from tests.factories import SAMPLE_MS, create_series
-from tests.helpers import MOBILE_HEADERS, job_id_of, upload
+from tests.helpers import MOBILE_HEADERS, job_id_of, refusal, upload
 
 GOOD = f"date,till,mobile,code\n{SAMPLE_MS},T1,9988776655,ABC\n".encode()
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
@@ -50,18 +50,12 @@ def post(
 
 def assert_error(response: Any, status: int, field: str | None, *words: str) -> None:
     assert response.status_code == status, response.text
-    body = response.json()
-    assert body["success"] is False
-    assert body["status"] == {
-        "success": False,
-        "code": status,
-        "message": body["status"]["message"],
-    }
-    message = body["status"]["message"].lower()
+    _, text, errors = refusal(response)
+    message = text.lower()
     for word in words:
         assert word.lower() in message, (word, message)
     if field is not None:
-        assert [e["field"] for e in body["errors"]] == [field]
+        assert [e["field"] for e in errors] == [field]
 
 
 @pytest.fixture
@@ -204,7 +198,7 @@ def test_utf16_with_bom_is_text_not_binary(
     client: TestClient, auth: dict[str, str], series: int
 ) -> None:
     content = "\ufeff".encode("utf-16-le") + GOOD.decode().encode("utf-16-le")
-    assert post(client, auth, series, content).status_code == 202
+    assert post(client, auth, series, content).status_code == 200
 
 
 def test_missing_file_part_is_400(client: TestClient, auth: dict[str, str], series: int) -> None:
@@ -269,7 +263,7 @@ def test_no_valid_key_is_401(client: TestClient, series: int, headers: dict[str,
 def test_capillary_token_header_authenticates(
     client: TestClient, org: tuple[int, str], series: int
 ) -> None:
-    assert post(client, {"x-cap-api-oauth-token": org[1]}, series, GOOD).status_code == 202
+    assert post(client, {"x-cap-api-oauth-token": org[1]}, series, GOOD).status_code == 200
 
 
 def test_over_the_size_limit_is_413_while_streaming(
@@ -296,14 +290,14 @@ def test_over_the_row_limit_is_413(
     assert_error(post(client, auth, series, GOOD + rows), 413, "file", "lines")
 
 
-def test_an_accepted_upload_answers_202_in_capillarys_shape(
+def test_an_accepted_upload_answers_200_in_capillarys_shape(
     client: TestClient, auth: dict[str, str], org: tuple[int, str], series: int
 ) -> None:
     response = post(client, auth, series, GOOD, fields={"details": "till batch 7"})
-    assert response.status_code == 202
+    assert response.status_code == 200
     body = response.json()
     assert body["success"] is True
-    assert body["status"] == {"success": True, "code": 200, "message": "Upload queued"}
+    assert body["status"] == 200
     result = body["result"]
     assert result["orgId"] == org[0]
     assert result["couponSeriesId"] == series
@@ -312,7 +306,10 @@ def test_an_accepted_upload_answers_202_in_capillarys_shape(
     assert isinstance(status["jobId"], int)
     assert status["uploadRedeemedCouponStatus"] == "QUEUED"
     assert status["createdOn"].isdigit() and status["updatedOn"].isdigit()
-    assert status["errorFileUrl"] == f"/v1/jobs/{status['jobId']}/errors.csv"
+    # Nothing has failed or been applied yet; the file is kept.
+    assert status["errorFileUrl"] is None and status["successFileUrl"] is None
+    assert status["uploadedFileUrl"] == f"/v1/jobs/{status['jobId']}/file"
+    assert status["uploadTableName"] is None and status["uploadedFileName"] == "r.csv"
     assert (status["totalUploadedCount"], status["actualRowCount"], status["errorCount"]) == (
         0,
         0,
@@ -328,7 +325,7 @@ def test_semicolon_file_and_headerless_file_are_detected(
 ) -> None:
     semi = tmp_path / "semi.csv"
     semi.write_bytes(f"date;till;mobile;code\n{SAMPLE_MS};T1;9988776655;A,B\n".encode())
-    assert upload(client, auth, series, semi, MOBILE_HEADERS).status_code == 202
+    assert upload(client, auth, series, semi, MOBILE_HEADERS).status_code == 200
     bare = tmp_path / "bare.csv"
     bare.write_bytes(f"{SAMPLE_MS},T1,9988776655,A\n".encode())
     job = job_id_of(upload(client, auth, series, bare, MOBILE_HEADERS))

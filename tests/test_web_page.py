@@ -258,7 +258,7 @@ LOSE_FIRST_UPLOAD_ANSWER = """(() => {
   let lost = 0;
   window.fetch = async (input, init) => {
     const response = await realFetch(input, init);
-    if (String(input).includes("/upload/redeemFile/") && lost === 0) {
+    if (String(input).includes("/v1/jobs?couponSeriesId=") && lost === 0) {
       lost += 1;
       await response.arrayBuffer();
       document.documentElement.dataset.lostAnswers = String(lost);
@@ -349,7 +349,7 @@ HOLD_UPLOAD_ANSWER = """(() => {
   const realFetch = window.fetch;
   window.fetch = async (input, init) => {
     const response = await realFetch(input, init);
-    if (String(input).includes("/upload/redeemFile/")) {
+    if (String(input).includes("/v1/jobs?couponSeriesId=")) {
       document.documentElement.dataset.uploadHeld = "true";
       await new Promise((resolve) => { window.releaseUpload = resolve; });
     }

@@ -2,29 +2,42 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request
-from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError
+from fastapi import APIRouter, Path, Query, Request
+from pydantic import BaseModel
 
-from api import multipart
-from api.deps import OrgTx, UploadOrgId
-from api.doorbell import enqueue_job
+from api import uploading
+from api.deps import OrgTx, UploaderOf
 from api.errors import ERROR_RESPONSES, UPLOAD_RESPONSES
-from core import metrics, reference, uploads
-from core.db import transaction
-from core.errors import DomainError, ErrorKind, FieldProblem
-from core.jobs import documents
-from core.limits import MAX_ID
+from core import reference
+from core.jobs import documents, queries
+from core.limits import MAX_ID, MAX_PAGE
 from core.models import UploadJob
-from core.storage import get_storage
 
-log = logging.getLogger(__name__)
 router = APIRouter(prefix="/coupon/api/v1/upload", tags=["capillary"])
+
+
+class CapillaryError(BaseModel):
+    field: str
+    message: str
+
+
+class CapillaryRefusal(BaseModel):
+    """A refusal on Capillary's routes, in Capillary's shape (api/errors.py answers so)."""
+
+    success: bool
+    status: int
+    message: str
+    errors: list[CapillaryError]
+
+
+def _capillary(responses: dict[int | str, dict[str, Any]]) -> dict[int | str, dict[str, Any]]:
+    return {code: {**answer, "model": CapillaryRefusal} for code, answer in responses.items()}
+
+
+CAPILLARY_ERROR_RESPONSES = _capillary(ERROR_RESPONSES)
+CAPILLARY_UPLOAD_RESPONSES = _capillary(UPLOAD_RESPONSES)
 
 # Capillary's name for it; a BIGINT, so anything larger names nothing.
 SeriesId = Annotated[int, Path(alias="couponSeriesId", gt=0, le=MAX_ID)]
@@ -57,6 +70,12 @@ UPLOAD_BODY = {
                         "delimiter": {"type": "string"},
                         "hasHeader": {"type": "string", "enum": ["true", "false"]},
                         "dryRun": {"type": "string", "enum": ["true", "false"]},
+                        "maxErrorRate": {
+                            "type": "string",
+                            "description": "the share of failed rows above which the job"
+                            " stops, FAILED: 0.05 or 5% (default: the org's"
+                            " defaultMaxErrorRate, else none)",
+                        },
                         "callbackUrl": {
                             "type": "string",
                             "maxLength": 2000,
@@ -70,8 +89,6 @@ UPLOAD_BODY = {
     }
 }
 
-T = TypeVar("T")
-
 
 def _result(
     org_id: int, series_id: int, file_name: str, job_list: list[UploadJob]
@@ -84,124 +101,31 @@ def _result(
     }
 
 
+def _answer(result: dict[str, Any]) -> dict[str, Any]:
+    # Capillary's own: HTTP 200 and a numeric status, which its clients parse as a number.
+    return {"success": True, "status": 200, "result": result}
+
+
 @router.post(
     "/redeemFile/{couponSeriesId}",
-    status_code=202,
     openapi_extra=UPLOAD_BODY,
-    responses=UPLOAD_RESPONSES,
+    responses=CAPILLARY_UPLOAD_RESPONSES,
 )
 async def upload_redeemed_coupons(
-    series_id: SeriesId, request: Request, org_id: UploadOrgId
-) -> JSONResponse:
+    series_id: SeriesId, request: Request, who: UploaderOf
+) -> dict[str, Any]:
     """Upload a CSV of redeemed coupons; answers at once with the job, which runs later."""
-    key = _idempotency_key(request)
-
-    def look_up() -> UploadJob | None:
-        with transaction(org_id) as session:
-            reference.get_series(session, org_id, series_id)
-            return uploads.job_for_key(session, org_id, key) if key is not None else None
-
-    # Before a byte of the file is read: a key already used for another series is a 409 now,
-    # and a key that made a job already means that nothing will be stored, whatever follows.
-    earlier = await run_in_threadpool(_once_more_if_disconnected, look_up)
-    if earlier is not None and earlier.series_id != series_id:
-        raise uploads.key_conflict()
-
-    storage = get_storage()
-    sink = uploads.FileSink(storage, org_id, store=earlier is None)
-    try:
-        form = await multipart.read_form(request, sink)
-        fp = uploads.fingerprint(org_id, series_id, form, sink.sha256.hexdigest()) if key else None
-        if earlier is not None:
-            if earlier.request_fingerprint != fp:
-                raise uploads.key_conflict()
-            job, created = earlier, False
-        else:
-            # In the threadpool: judging may resolve the callbackUrl's host.
-            plan = await run_in_threadpool(uploads.judge, form, sink)
-
-            def persist() -> tuple[UploadJob, bool]:
-                with transaction(org_id) as session:
-                    if key is not None and fp is not None:
-                        found = uploads.existing_for_key(session, org_id, key, fp)
-                        if found is not None:
-                            return found, found.storage_key == sink.key
-                    job = uploads.create_job(
-                        session,
-                        org_id=org_id,
-                        series_id=series_id,
-                        plan=plan,
-                        sink=sink,
-                        file_name=form.file_name or "upload.csv",
-                        idempotency_key=key,
-                        request_fingerprint=fp,
-                    )
-                    return job, job.storage_key == sink.key
-
-            job, created = await run_in_threadpool(_once_more_if_disconnected, persist)
-    except Exception:
-        await run_in_threadpool(sink.discard)
-        raise
-    except BaseException:
-        sink.discard()  # cancelled: no awaiting any more
-        raise
-
-    if created:
-        metrics.upload_stored(sink.size)
-        # After the commit, never before: a worker must find the job it is told about.
-        try:
-            await run_in_threadpool(enqueue_job, job.id)
-        except Exception:
-            log.warning("job %s: could not enqueue; the sweeper will", job.id, exc_info=True)
-    elif sink.stores:
-        # A concurrent request with the same key made the job first: ours is not needed.
-        await run_in_threadpool(storage.delete, sink.key)
-    body = {
-        "success": True,
-        "status": {"success": True, "code": 200, "message": "Upload queued"},
-        "result": _result(org_id, series_id, job.file_name, [job]),
-    }
-    return JSONResponse(body, status_code=202)
+    job = await uploading.accept_upload(request, who, series_id)
+    return _answer(_result(who.org_id, series_id, job.file_name, [job]))
 
 
-def _idempotency_key(request: Request) -> str | None:
-    key = request.headers.get("idempotency-key")
-    if key is not None and not (0 < len(key) <= 255):
-        raise DomainError(
-            ErrorKind.INVALID,
-            "Idempotency-Key must be 1 to 255 characters",
-            [FieldProblem("Idempotency-Key", "1 to 255 characters")],
-        )
-    return key
-
-
-def _once_more_if_disconnected(work: Callable[[], T]) -> T:
-    """Run `work` (one transaction), and once more on a new connection when the server closed
-    the first one under it (a restart, a failover, a terminated backend): the file is stored
-    already, and a client should not have to send it again for that. A second loss is a 503
-    (api/errors.py). A commit whose answer was lost may have made the job: the retry then finds
-    it by its Idempotency-Key; without one, its rows would all be 790 in a second job."""
-    try:
-        return work()
-    except DBAPIError as exc:
-        if not exc.connection_invalidated:
-            raise
-        log.warning("the database connection was lost during an upload; trying once more")
-        return work()
-
-
-@router.get("/getUploadRedeemedCouponStatus/{couponSeriesId}", responses=ERROR_RESPONSES)
-def upload_statuses(series_id: SeriesId, tx: OrgTx) -> dict[str, Any]:
-    """Every upload job of the series, newest first."""
+@router.get("/getUploadRedeemedCouponStatus/{couponSeriesId}", responses=CAPILLARY_ERROR_RESPONSES)
+def upload_statuses(
+    series_id: SeriesId,
+    tx: OrgTx,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+) -> dict[str, Any]:
+    """Every job of the series, newest first (`limit` of them at most)."""
     reference.get_series(tx.session, tx.org_id, series_id)
-    rows = (
-        tx.session.query(UploadJob)
-        .filter(UploadJob.org_id == tx.org_id, UploadJob.series_id == series_id)
-        .order_by(UploadJob.id.desc())
-        .all()
-    )
-    return {
-        "success": True,
-        "status": {"success": True, "code": 200, "message": "Success"},
-        "result": _result(tx.org_id, series_id, rows[0].file_name if rows else "", rows),
-    }
+    rows = queries.series_jobs(tx.session, tx.org_id, series_id, limit=limit)
+    return _answer(_result(tx.org_id, series_id, rows[0].file_name if rows else "", rows))

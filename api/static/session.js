@@ -2,6 +2,7 @@
 
 import { ApiError, api, useKey } from "./api.js";
 import { $, announce, clearError, showError } from "./dom.js";
+import { forgetGuard, loadGuard } from "./guard.js";
 import { forgetJobs, stopWatching } from "./job.js";
 import { clearJobs, loadJobs } from "./jobs.js";
 import { forgetSeries, loadSeries } from "./series.js";
@@ -23,6 +24,7 @@ async function signIn(key) {
   $("session-label").textContent = `Signed in with key ${key.slice(0, 8)}…`;
   // The series first: the jobs list names each job's series.
   await loadSeries();
+  await loadGuard();
   await loadJobs();
 }
 
@@ -32,6 +34,7 @@ export function signOut(message) {
   signedIn = false;
   forgetJobs();
   forgetSeries();
+  forgetGuard();
   sessionStorage.removeItem(KEY_STORAGE);
   $("workspace").hidden = true;
   $("session").hidden = true;

@@ -5,6 +5,7 @@
 import { ApiError, apiJson } from "./api.js";
 import { $, announce, clearError, fileName, showError } from "./dom.js";
 import { delimiterName, plural } from "./format.js";
+import { chosenRate } from "./guard.js";
 import { TERMINAL, openJob } from "./job.js";
 import { loadJobs } from "./jobs.js";
 import { chosenMapping, markRequired, renderMapping, unmappedRequired } from "./mapping.js";
@@ -236,6 +237,8 @@ export async function onUpload(event) {
   const details = $("details").value.trim();
   if (details) form.append("details", details);
   if ($("dry-run").checked) form.append("dryRun", "true");
+  const rate = chosenRate();
+  if (rate !== null) form.append("maxErrorRate", rate);
   form.append("file", file, file.name);
   requestKey ??= newRequestKey();
 
@@ -244,12 +247,12 @@ export async function onUpload(event) {
   offerUpload();
   button.textContent = "Uploading…";
   try {
-    const body = await apiJson(`/coupon/api/v1/upload/redeemFile/${encodeURIComponent(seriesId)}`, {
+    const body = await apiJson(`/v1/jobs?couponSeriesId=${encodeURIComponent(seriesId)}`, {
       method: "POST",
       body: form,
       headers: { "Idempotency-Key": requestKey },
     });
-    const jobId = body.result.redeemUploadJobStatuses[0].jobId;
+    const { jobId } = body; // the job document (202)
     clearSentFile(file);
     loadJobs();
     openJob(jobId); // drops the banner of an earlier upload, whose job leaves the view

@@ -4,6 +4,6 @@ http.py talks to the API, files.py and headers.py read the file to upload, rende
 watch.py print, commands.py holds the commands that cli/main.py mounts.
 """
 
-from cli.client.commands import demo, errors, jobs_app, series_app, upload
+from cli.client.commands import demo, errors, jobs_app, org_app, series_app, upload
 
-__all__ = ["demo", "errors", "jobs_app", "series_app", "upload"]
+__all__ = ["demo", "errors", "jobs_app", "org_app", "series_app", "upload"]

@@ -18,6 +18,7 @@ from cli.client.render import (
     job_table,
     jobs_lines,
     mapping_table,
+    org_table,
     preview_table,
     print_json,
     records_table,
@@ -27,8 +28,11 @@ from cli.client.render import (
     stdout,
 )
 from cli.client.watch import wait_and_exit
+from core.errors import DomainError
+from core.guard import percent
 from core.limits import MAX_PAGE
 from core.rows import CouponIdentifier, CustomerIdentifier
+from core.uploads.form import parse_rate
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -80,6 +84,16 @@ def upload(
     wait: Annotated[
         bool, typer.Option("--wait", help="Show progress until the job ends, then its errors.")
     ] = False,
+    max_error_rate: Annotated[
+        str | None,
+        typer.Option(
+            "--max-error-rate",
+            help="Stop the job when more than this share of its rows fail: 0.05 or 5% (the "
+            "first chunk is judged before anything is applied). Default: the org's "
+            "defaultMaxErrorRate (`bulkredeem org show`); 1 turns it off for this upload.",
+            show_default=False,
+        ),
+    ] = None,
     preview: PreviewOption = False,
     as_json: Annotated[
         bool,
@@ -98,9 +112,18 @@ def upload(
     with reported():
         # Refused here, with what the file is, rather than read for its header or sent.
         check_readable(file)
+        rate = None if max_error_rate is None else flag_rate(max_error_rate, "--max-error-rate")
         if preview:
             preview_upload(
-                file, series, customer_identifier, coupon_identifier, headers, url, api_key, as_json
+                file,
+                series,
+                customer_identifier,
+                coupon_identifier,
+                headers,
+                url,
+                api_key,
+                as_json,
+                rate,
             )
         upload_headers = resolve_upload_headers(
             file, headers, customer_identifier, coupon_identifier
@@ -117,7 +140,10 @@ def upload(
                 upload_headers=upload_headers.text,
                 details=details,
                 dry_run=dry_run,
+                max_error_rate=max_error_rate,
             )
+            # Said before the job gets far: its first chunk is judged before anything applies.
+            typer.echo(guard_line(client, rate), err=True)
             if wait:
                 if not as_json:
                     typer.echo(str(job_id))
@@ -129,6 +155,25 @@ def upload(
             typer.echo(f"queued; follow it with `bulkredeem jobs wait {job_id}`", err=True)
 
 
+def flag_rate(value: str, flag: str) -> float:
+    """A rate given on the command line, judged by the service's own rule before it is sent."""
+    try:
+        return parse_rate(value, flag)
+    except DomainError as error:
+        raise ClientError(error.message) from None
+
+
+def guard_line(client: BulkRedeemClient, rate: float | None) -> str:
+    """What stops the job: the flag's rate, else the org's default, else nothing."""
+    source = "--max-error-rate"
+    if rate is None:
+        found = client.org().get("defaultMaxErrorRate")
+        if found is None:
+            return "guard: none (no --max-error-rate, and the org has no defaultMaxErrorRate)"
+        rate, source = float(found), "the org's defaultMaxErrorRate"
+    return f"guard: the job stops if more than {percent(rate)} of its rows fail ({source})"
+
+
 def preview_upload(
     file: Path,
     series: int,
@@ -138,6 +183,7 @@ def preview_upload(
     url: str,
     api_key: str | None,
     as_json: bool,
+    rate: float | None = None,
 ) -> NoReturn:
     """`upload --preview`: the service's preview of what `upload` would send; exits 0 or 2."""
     upload_headers: UploadHeaders | None
@@ -160,6 +206,7 @@ def preview_upload(
             coupon_identifier=coupon_identifier.value,
             upload_headers=None if upload_headers is None else upload_headers.text,
         )
+        guard = guard_line(client, rate)
     mapping = found.suggested if upload_headers is None else upload_headers.columns
     show(
         found.document,
@@ -175,6 +222,7 @@ def preview_upload(
             else f"{found.failing} of {len(found.records)} records would fail"
         )
         typer.echo(f"{verdict}; nothing uploaded", err=True)
+        typer.echo(guard, err=True)
     raise typer.Exit(0 if found.all_apply else 2)
 
 
@@ -267,6 +315,73 @@ def jobs_revert(
         typer.echo(f"job {revert.job_id} reverts job {job_id}: {revert.status}")
         if wait:
             wait_and_exit(client, revert.job_id)
+
+
+org_app = typer.Typer(help="The org's settings (the API key's org).", no_args_is_help=True)
+
+
+@org_app.command("show")
+def org_show(
+    as_json: JsonOption = False, url: UrlOption = DEFAULT_URL, api_key: ApiKeyOption = None
+) -> None:
+    """The org's default country code, time zone and default max error rate."""
+    with reported(), BulkRedeemClient(url, api_key) as client:
+        found = client.org()
+    show(found, as_json, org_table(found))
+
+
+_CLEAR_HINT = "Give '' to clear it."
+
+
+@org_app.command("set")
+def org_set(
+    default_country_code: Annotated[
+        str | None,
+        typer.Option(
+            help=f"The country calling code tried on mobiles that match no customer as written "
+            f"(91). {_CLEAR_HINT}",
+            show_default=False,
+        ),
+    ] = None,
+    time_zone: Annotated[
+        str | None,
+        typer.Option(
+            help=f"An IANA time zone (Asia/Kolkata), for dates in spreadsheets. {_CLEAR_HINT}",
+            show_default=False,
+        ),
+    ] = None,
+    default_max_error_rate: Annotated[
+        str | None,
+        typer.Option(
+            help=f"The guard of every upload that names no rate: 0.05 or 5%. {_CLEAR_HINT}",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+    url: UrlOption = DEFAULT_URL,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Change the settings given; the others stay as they are."""
+    changes: dict[str, Any] = {}
+    if default_country_code is not None:
+        changes["defaultCountryCode"] = default_country_code or None
+    if time_zone is not None:
+        changes["timeZone"] = time_zone or None
+    with reported():
+        if default_max_error_rate is not None:
+            changes["defaultMaxErrorRate"] = (
+                flag_rate(default_max_error_rate, "--default-max-error-rate")
+                if default_max_error_rate
+                else None
+            )
+        if not changes:
+            raise ClientError(
+                "nothing to set: give --default-country-code, --time-zone or "
+                "--default-max-error-rate"
+            )
+        with BulkRedeemClient(url, api_key) as client:
+            found = client.change_org(changes)
+    show(found, as_json, org_table(found))
 
 
 series_app = typer.Typer(help="Coupon series: create, show.", no_args_is_help=True)

@@ -153,6 +153,7 @@ class BulkRedeemClient:
         upload_headers: str,
         details: str | None = None,
         dry_run: bool = False,
+        max_error_rate: str | None = None,
     ) -> int:
         """Upload a file (streamed from disk, never read whole); the new job's id."""
         fields = {
@@ -164,15 +165,18 @@ class BulkRedeemClient:
             fields["details"] = details
         if dry_run:
             fields["dryRun"] = "true"
+        if max_error_rate is not None:
+            fields["maxErrorRate"] = max_error_rate  # as typed: the service judges it
         # The service answers an unknown series before it reads the body, and closes the
         # connection on a client still sending: ask first, so a big file fails with a reason.
         self.series(series_id)
-        path_of_upload = f"/coupon/api/v1/upload/redeemFile/{series_id}"
+        path_of_upload = "/v1/jobs"
         try:
             with path.open("rb") as handle:
                 body = self._json(
                     "POST",
                     path_of_upload,
+                    params={"couponSeriesId": series_id},
                     data=fields,
                     files={"file": (path.name, handle, "text/csv")},
                     # Writing a big file and the service storing it take longer than a poll.
@@ -187,7 +191,7 @@ class BulkRedeemClient:
             )
             raise
         with self._shape(path_of_upload):
-            return int(body["result"]["redeemUploadJobStatuses"][0]["jobId"])
+            return int(body["jobId"])
 
     def preview(
         self,
@@ -276,6 +280,15 @@ class BulkRedeemClient:
         finally:
             partial.unlink(missing_ok=True)
         return written
+
+    # The org's settings.
+
+    def org(self) -> dict[str, Any]:
+        return self._json("GET", "/v1/org")
+
+    def change_org(self, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Set the settings in `changes` (None clears one); all of them, as they now are."""
+        return self._json("PATCH", "/v1/org", json=dict(changes))
 
     # Reference data.
 

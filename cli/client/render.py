@@ -24,6 +24,7 @@ from rich.text import Text
 
 from cli.client.documents import Job, Preview
 from cli.client.http import ClientError
+from core.guard import percent
 
 
 def stdout() -> Console:
@@ -226,6 +227,18 @@ def series_table(found: Mapping[str, Any]) -> Table:
         ("any user", "yes" if found.get("anyUser") else "no (issued coupons only)"),
         ("allowed tills", "any" if tills is None else ", ".join(tills)),
         ("created", full_time(found.get("createdAt"))),
+    ):
+        table.add_row(label, cell(value))
+    return table
+
+
+def org_table(found: Mapping[str, Any]) -> Table:
+    rate = found.get("defaultMaxErrorRate")
+    table = _details_table()
+    for label, value in (
+        ("default country code", found.get("defaultCountryCode") or "none"),
+        ("time zone", found.get("timeZone") or "none"),
+        ("default max error rate", "none (no guard)" if rate is None else percent(rate)),
     ):
         table.add_row(label, cell(value))
     return table

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import object_session
 
 from core.codes import error_name
+from core.jobs import queries
 from core.models import UploadJob, WebhookDelivery
 from core.models.jobs import TERMINAL_STATUSES
 
@@ -53,20 +54,38 @@ def callback_document(
     }
 
 
+def reverted_by(job: UploadJob, known: int | Found | None = Found.LOOK_UP) -> int | None:
+    """The revert of this import that has not failed (None: none), looked up in the job's
+    session unless the caller read it already (a list reads its page's in its one query)."""
+    if not isinstance(known, Found):
+        return known
+    session = object_session(job)
+    if session is None or job.kind != "IMPORT":
+        return None
+    return queries.reverted_by(session, job.id)
+
+
 def job_document(
     job: UploadJob,
     now: datetime | None = None,
     *,
     callback: bool = True,
     delivery: WebhookDelivery | Found | None = Found.LOOK_UP,
+    reverted_by_job_id: int | Found | None = Found.LOOK_UP,
 ) -> dict[str, Any]:
     """The job as GET /v1/jobs/{id} shows it (the webhook's body leaves `callback` out)."""
     document: dict[str, Any] = {
         "jobId": job.id,
+        "kind": job.kind,
         "couponSeriesId": job.series_id,
         "status": job.status,
         "fileName": job.file_name,
         "fileSize": job.file_size,
+        "fileSha256": job.file_sha256,
+        "uploadedBy": {"keyId": job.uploaded_by_key_id, "keyLabel": job.uploaded_by_label},
+        "revertsJobId": job.reverts_job_id,
+        "revertedByJobId": reverted_by(job, reverted_by_job_id),
+        "maxErrorRate": job.max_error_rate,
         "details": job.details,
         "customerIdentifier": job.customer_identifier,
         "couponIdentifier": job.coupon_identifier,
@@ -116,22 +135,43 @@ def _progress(job: UploadJob, now: datetime) -> dict[str, Any]:
     }
 
 
-def _links(job: UploadJob) -> dict[str, str]:
-    """Where the job's own resources are (its reports, each a route of its own)."""
+def file_kept(job: UploadJob) -> bool:
+    """Whether the job's uploaded file is still there to fetch: a revert has none of its own
+    (its storage key is empty), and retention purges an import's."""
+    return job.storage_key != "" and job.file_deleted_at is None
+
+
+def _links(job: UploadJob) -> dict[str, str | None]:
+    """Where the job's own resources are (its reports, each a route of its own; the file only
+    while it is kept)."""
     base = f"/v1/jobs/{job.id}"
-    return {"self": base, "errors": f"{base}/errors", "errorsCsv": f"{base}/errors.csv"}
+    return {
+        "self": base,
+        "errors": f"{base}/errors",
+        "errorsCsv": f"{base}/errors.csv",
+        "successes": f"{base}/successes",
+        "successesCsv": f"{base}/successes.csv",
+        "file": f"{base}/file" if file_kept(job) else None,
+    }
 
 
 def capillary_status(job: UploadJob) -> dict[str, Any]:
-    """One entry of Capillary's redeemUploadJobStatuses."""
+    """One entry of Capillary's redeemUploadJobStatuses, every field present (DESIGN.md)."""
+    base = f"/v1/jobs/{job.id}"
+    # A dry run applies nothing: no row of it is a success to list.
+    applied = job.rows_succeeded > 0 and not job.dry_run
     return {
         "jobId": job.id,
         "uploadRedeemedCouponStatus": job.status,
         "createdOn": str(epoch_ms(job.created_at)),
         "updatedOn": str(epoch_ms(job.updated_at)),
-        "uploadedFileName": job.file_name,
-        "errorFileUrl": f"/v1/jobs/{job.id}/errors.csv",
+        "errorFileUrl": f"{base}/errors.csv" if job.rows_failed > 0 else None,
+        "successFileUrl": f"{base}/successes.csv" if applied else None,
+        "uploadedFileUrl": f"{base}/file" if file_kept(job) else None,
         "totalUploadedCount": job.rows_processed,
         "actualRowCount": job.rows_succeeded,
         "errorCount": job.rows_failed,
+        # Capillary's staging table; this service has none to name.
+        "uploadTableName": None,
+        "uploadedFileName": job.file_name,
     }

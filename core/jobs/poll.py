@@ -25,6 +25,8 @@ _POLL = SQL(
     + ", ".join(f"j.{name}" for name in _JOB_COLUMNS)
     + ", "
     + ", ".join(f"d.{name}" for name in _DELIVERY_COLUMNS)
+    # The revert that undoes the job, if one has not failed (at most one: migration 0012).
+    + ", (SELECT r.id FROM upload_jobs r WHERE r.reverts_job_id = j.id AND r.status <> 'FAILED')"
     + " FROM upload_jobs j LEFT JOIN webhook_deliveries d ON d.job_id = j.id WHERE j.id = {job}"
 )
 
@@ -34,6 +36,7 @@ class Poll:
     key: keys.KeyMatch | None  # None: no such key (the rest is None too)
     job: UploadJob | None  # None: not a job of the key's org
     delivery: WebhookDelivery | None
+    reverted_by: int | None = None  # the job's revert that has not failed
 
 
 def poll(key: str, job_id: int) -> Poll:
@@ -66,9 +69,9 @@ def poll(key: str, job_id: int) -> Poll:
         delivery = WebhookDelivery(
             job_id=job.id,
             org_id=job.org_id,
-            **dict(zip(_DELIVERY_COLUMNS, row[width:], strict=True)),
+            **dict(zip(_DELIVERY_COLUMNS, row[width:-1], strict=True)),
         )
-    return Poll(match, job, delivery)
+    return Poll(match, job, delivery, None if row[-1] is None else int(row[-1]))
 
 
 def _poll_rows(query: Composed, key: str) -> tuple[keys.KeyMatch | None, Any]:

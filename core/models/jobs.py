@@ -144,21 +144,26 @@ class UploadJob(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
-class JobRowError(Base):
-    __tablename__ = "job_row_errors"
+class JobRowKey:
+    """A row of one job's file: what row errors and a dry run's would-be redemptions hang on."""
 
     job_id: Mapped[int] = mapped_column(
         BigInteger, ForeignKey("upload_jobs.id", ondelete="CASCADE"), primary_key=True
     )
     row_number: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     org_id: Mapped[int] = org_fk()
+
+
+class JobRowError(JobRowKey, Base):
+    __tablename__ = "job_row_errors"
+
     code: Mapped[int] = mapped_column(SmallInteger, nullable=False)
     message: Mapped[str] = mapped_column(Text, nullable=False)
     # The row's raw cells, cut to the report's width, for the errors CSV.
     cells: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False)
 
 
-class DryRunRedemption(Base):
+class DryRunRedemption(JobRowKey, Base):
     """What a dry run would have redeemed: the later rows of the same job check against it as
     a real run checks against `redemptions`. Deleted when the job ends."""
 
@@ -168,11 +173,6 @@ class DryRunRedemption(Base):
         Index("ix_dry_run_redemptions_job_id_customer_id", "job_id", "customer_id"),
     )
 
-    job_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("upload_jobs.id", ondelete="CASCADE"), primary_key=True
-    )
-    row_number: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    org_id: Mapped[int] = org_fk()
     coupon_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     customer_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     redeemed_ms: Mapped[int] = mapped_column(BigInteger, nullable=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,7 @@ class UploadPlan:
     details: str | None
     dry_run: bool = False
     callback_url: str | None = None
+    max_error_rate: float | None = None  # as the form gave it; create_job falls back on the org's
 
 
 def parse_enum(form: UploadForm, name: str, enum: Any) -> Any:
@@ -156,6 +158,34 @@ def parse_delimiter(form: UploadForm) -> str | None:
     return value
 
 
+def parse_rate(value: str, name: str = "maxErrorRate") -> float:
+    """A share from 0 to 1 (`0.05`) or a percentage with its sign (`5%`), as a share.
+
+    A bare `5` is refused, not read as 5%: it could as well mean a share of 5, which no rate
+    can be, and a guard read wrongly would let a wrong upload through or stop a good one."""
+    text = value.strip()
+    percent = text.endswith("%")
+    digits = text[:-1].strip() if percent else text
+    try:
+        number = float(digits)
+    except ValueError:
+        number = math.nan
+    rate = number / 100 if percent else number
+    if not (math.isfinite(rate) and 0 <= rate <= 1):
+        raise invalid(
+            name,
+            f"{name} must be a share from 0 to 1 (0.05) or a percentage from 0% to 100% "
+            f"(5%), not {value!r}",
+        )
+    return rate
+
+
+def parse_max_error_rate(form: UploadForm) -> float | None:
+    """maxErrorRate (DESIGN.md, Guards): absent or empty, None (the org's default applies)."""
+    value = form.get("maxErrorRate")
+    return None if value is None or value == "" else parse_rate(value)
+
+
 @dataclass
 class FileStart:
     """What the start of a file says, read as the worker will read it."""
@@ -212,6 +242,7 @@ def judge(form: UploadForm, sink: FileSink) -> UploadPlan:
     if by_name:
         has_header = True
     dry_run = bool(parse_bool(form, "dryRun"))
+    max_error_rate = parse_max_error_rate(form)
     callback_url = form.get("callbackUrl") or None
     if callback_url is not None:
         callback_url = validate_callback_url(callback_url)
@@ -256,4 +287,5 @@ def judge(form: UploadForm, sink: FileSink) -> UploadPlan:
         details=details,
         dry_run=dry_run,
         callback_url=callback_url,
+        max_error_rate=max_error_rate,
     )

@@ -8,8 +8,9 @@
 - `upload_jobs.max_error_rate`: the share of failed rows (0 to 1) above which the job stops
   (DESIGN.md, "Guards against a wrong upload"); NULL: no guard.
 - `orgs.default_country_code`, `orgs.time_zone`, `orgs.default_max_error_rate`: the settings of
-  `GET/PATCH /v1/org`. The app role may update only these columns of its own org (the policy
-  `org_isolation` already limits it to its own row).
+  `GET/PATCH /v1/org`. The app role may update only these columns of its own org: the grant
+  names the columns, and the policy `org_isolation` now checks an updated row as it reads
+  one (its own org), where it let only the owner write.
 
 Revision ID: 0011
 Revises: 0010
@@ -28,6 +29,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 ORG_SETTINGS = ("default_country_code", "time_zone", "default_max_error_rate")
+CURRENT_ORG = "NULLIF(current_setting('app.org_id', true), '')::bigint"
 
 
 def upgrade() -> None:
@@ -75,10 +77,20 @@ def upgrade() -> None:
     )
     role = get_settings().app_db_role.replace('"', '""')
     op.execute(f'GRANT UPDATE ({", ".join(ORG_SETTINGS)}) ON orgs TO "{role}"')
+    # The grant alone is not enough: an UPDATE's new row must pass WITH CHECK, which let only
+    # the owner write (migration 0002). The app role has no INSERT on orgs, so this opens
+    # nothing but the update of those columns of the org its transaction set.
+    owner = op.get_bind().execute(sa.text("SELECT quote_literal(current_user)")).scalar_one()
+    op.execute(
+        "ALTER POLICY org_isolation ON orgs"
+        f" WITH CHECK (id = {CURRENT_ORG} OR current_user = {owner})"
+    )
 
 
 def downgrade() -> None:
     role = get_settings().app_db_role.replace('"', '""')
+    owner = op.get_bind().execute(sa.text("SELECT quote_literal(current_user)")).scalar_one()
+    op.execute(f"ALTER POLICY org_isolation ON orgs WITH CHECK (current_user = {owner})")
     op.execute(f'REVOKE UPDATE ({", ".join(ORG_SETTINGS)}) ON orgs FROM "{role}"')
     # Dropping a column drops its check constraints and foreign keys with it.
     for column in reversed(ORG_SETTINGS):

@@ -17,7 +17,8 @@ import psycopg
 import pytest
 import redis
 
-from cli import devservices
+from cli.embedded import postgres as embedded_postgres
+from cli.embedded import redis as embedded_redis
 from core import migrate
 from tests.devrun_harness import embedded_workdir
 
@@ -28,9 +29,9 @@ HOLDING_PROCESS = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from cli import devservices
+    from cli.embedded import postgres as embedded_postgres
 
-    print(devservices.ensure_postgres(Path(sys.argv[1])), flush=True)
+    print(embedded_postgres.ensure_postgres(Path(sys.argv[1])), flush=True)
     sys.stdin.read()
     """
 )
@@ -76,8 +77,8 @@ def data() -> Iterator[Path]:
 
 def test_embedded_services_start_serve_other_processes_persist_and_stop(data: Path) -> None:
     try:
-        pg_url = devservices.ensure_postgres(data)
-        redis_url = devservices.ensure_redis(data)
+        pg_url = embedded_postgres.ensure_postgres(data)
+        redis_url = embedded_redis.ensure_redis(data)
 
         assert pg_url.startswith("postgresql://")
         assert redis_url.startswith("redis://127.0.0.1:")
@@ -93,19 +94,19 @@ def test_embedded_services_start_serve_other_processes_persist_and_stop(data: Pa
             [sys.executable, "-c", OTHER_PROCESS, pg_url, redis_url], check=True, timeout=60
         )
         # Asking again joins the running servers.
-        assert devservices.ensure_postgres(data) == pg_url
-        assert devservices.ensure_redis(data) == redis_url
+        assert embedded_postgres.ensure_postgres(data) == pg_url
+        assert embedded_redis.ensure_redis(data) == redis_url
     finally:
-        devservices.stop_redis(data)
-        devservices.stop_postgres(data)
+        embedded_redis.stop_redis(data)
+        embedded_postgres.stop_postgres(data)
 
     assert not _redis_answers(redis_url)
     assert not _postgres_answers(pg_url)
 
     # Started again, both still hold what they held (the data lives in data/pg, data/redis).
     try:
-        pg_url = devservices.ensure_postgres(data)
-        redis_url = devservices.ensure_redis(data)
+        pg_url = embedded_postgres.ensure_postgres(data)
+        redis_url = embedded_redis.ensure_redis(data)
         with psycopg.connect(pg_url) as conn:
             assert conn.execute("SELECT to_regclass('orgs') IS NOT NULL").fetchone() == (True,)
         assert redis.Redis.from_url(redis_url).get("written-by") == b"the test process"
@@ -120,15 +121,15 @@ def test_embedded_services_start_serve_other_processes_persist_and_stop(data: Pa
         )
         assert other.stdout is not None and other.stdin is not None
         assert other.stdout.readline().strip() == pg_url
-        outcome = devservices.stop_postgres(data)
+        outcome = embedded_postgres.stop_postgres(data)
         assert outcome == f"left running for process {other.pid} (embedded, {data / 'pg'})"
         assert _postgres_answers(pg_url)
         other.stdin.close()
         assert other.wait(timeout=60) == 0
     finally:
         # Only these: the other tests may be running on the default embedded servers.
-        devservices.stop_redis(data)
-        devservices.stop_postgres(data)
+        embedded_redis.stop_redis(data)
+        embedded_postgres.stop_postgres(data)
     assert not _redis_answers(redis_url)
     assert not _postgres_answers(pg_url)
 
@@ -139,16 +140,16 @@ def test_the_embedded_database_is_used_exactly_when_no_database_url_is_set(
     for name in ("DATABASE_URL", "DATABASE_ADMIN_URL"):
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv("BULKREDEEM_" + name, raising=False)
-    assert not devservices.database_in_environment()
+    assert not embedded_postgres.database_in_environment()
     monkeypatch.setenv("DATABASE_URL", "")  # set but empty: unset, as compose passes it
-    assert not devservices.database_in_environment()
+    assert not embedded_postgres.database_in_environment()
     monkeypatch.delenv("DATABASE_URL")
     for name in ("DATABASE_URL", "BULKREDEEM_DATABASE_URL", "BULKREDEEM_DATABASE_ADMIN_URL"):
         with monkeypatch.context() as env:
             env.setenv(name, "postgresql://postgres@127.0.0.1:5432/elsewhere")
-            assert devservices.database_in_environment(), name
+            assert embedded_postgres.database_in_environment(), name
             # A URL set: nothing is started, nothing in the environment changes.
-            assert devservices.use_embedded_database(tmp_path, create=True) is None
+            assert embedded_postgres.use_embedded_database(tmp_path, create=True) is None
             assert not (tmp_path / "pg").exists()
             assert os.environ.get("DATABASE_ADMIN_URL") is None
 
@@ -160,8 +161,8 @@ def test_embedded_redis_left_behind_by_a_killed_owner_is_adopted(tmp_path: Path)
         [
             sys.executable,
             "-c",
-            "import os, sys; from pathlib import Path; from cli import devservices;"
-            "print(devservices.ensure_redis(Path(sys.argv[1])), flush=True); os._exit(0)",
+            "import os, sys; from pathlib import Path; from cli.embedded import redis;"
+            "print(redis.ensure_redis(Path(sys.argv[1])), flush=True); os._exit(0)",
             str(data),
         ],
         check=True,
@@ -173,7 +174,7 @@ def test_embedded_redis_left_behind_by_a_killed_owner_is_adopted(tmp_path: Path)
     try:
         assert _redis_answers(orphan_url)  # os._exit skipped the owner's cleanup
 
-        assert devservices.ensure_redis(data) == orphan_url
+        assert embedded_redis.ensure_redis(data) == orphan_url
     finally:
-        devservices.stop_redis(data)
+        embedded_redis.stop_redis(data)
     assert not _redis_answers(orphan_url)
