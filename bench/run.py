@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
-from bench import datagen, lowerbound, naive, services, steady
+from bench import datagen, lowerbound, naive, revert, services, steady
 from bench.client import ServiceClient, Upload
 from bench.pollers import ConcurrentPollers, PollStats
 from bench.processes import PROJECT_ROOT, Child, ServiceProcesses
@@ -260,6 +260,7 @@ def run_full(args: argparse.Namespace, setup: Setup, report: Report) -> int:
     data = make_data(args, setup, report)
     services.settle(found)
     run = measure_service(args, setup, data)
+    reverted = revert.measure(service(setup), found, run, report)  # issue 15, bench/revert.py
 
     say("resetting the database; the lower bound")
     services.reset(found)
@@ -325,7 +326,7 @@ def run_full(args: argparse.Namespace, setup: Setup, report: Report) -> int:
     report.figure("polling p50", polls.percentile_ms(0.50), "ms")
     report.figure("polling p99", polls.percentile_ms(0.99), "ms")
     report.figure("polling max", polls.percentile_ms(1.0), "ms")
-    return report_counts(report, data, run, bound, bound_tables, slow)
+    return report_counts(report, data, run, bound, bound_tables, slow) or int(not reverted)
 
 
 def report_counts(

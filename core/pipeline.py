@@ -34,6 +34,7 @@ from core.jobs import lease, queries
 from core.logs import log_context
 from core.lookups import load_series
 from core.prefetch import prefetched
+from core.reverts import is_revert, run_revert
 from core.rows import Candidate, CouponIdentifier, CustomerIdentifier, Failure, Mapping, RowChecker
 from core.settings import get_settings
 from core.storage import BlobMissing, get_storage
@@ -73,7 +74,12 @@ def run_slice(job_id: int, *, slice_seconds: float | None = None) -> SliceResult
     with log_context(job_id=job_id, org_id=org_id):
         try:
             with _heartbeat(job_id, org_id, token):
-                return _process(job, token, time.monotonic() + budget)
+                deadline = time.monotonic() + budget
+                if is_revert(job):  # the same lease, slices and retries; its own chunks
+                    return (
+                        SliceResult.MORE if run_revert(job, token, deadline) else SliceResult.DONE
+                    )
+                return _process(job, token, deadline)
         except LeaseLost:
             log.warning("job %s: lease lost, stopping without committing", job_id)
             return SliceResult.LEASE_LOST

@@ -163,6 +163,7 @@ ROUTES_WITH_IDS: dict[tuple[str, str], Any] = {
     ("get", "/v1/jobs/{jobId}/events"): lambda f: {"url": f"/v1/jobs/{f['job']}/events"},
     ("get", "/v1/jobs/{jobId}/errors.csv"): lambda f: {"url": f"/v1/jobs/{f['job']}/errors.csv"},
     ("post", "/v1/jobs/{jobId}/cancel"): lambda f: {"url": f"/v1/jobs/{f['job']}/cancel"},
+    ("post", "/v1/jobs/{jobId}/revert"): lambda f: {"url": f"/v1/jobs/{f['job']}/revert"},
     ("get", "/v1/jobs/{jobId}/file"): lambda f: {"url": f"/v1/jobs/{f['job']}/file"},
     # The series, in the query string, of a new job.
     ("post", "/v1/jobs"): lambda f: {

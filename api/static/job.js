@@ -1,5 +1,5 @@
 // One job, followed live: its event stream, or polling where the stream is not there; its
-// errors by code and first failed rows; cancel; the errors report as the API names it.
+// errors by code and first failed rows; cancel; revert; the errors report as the API names it.
 
 import { ApiError, api, apiJson } from "./api.js";
 import { $, announce, cell, clearError, fileName, showError } from "./dom.js";
@@ -46,7 +46,11 @@ function renderJob(job) {
   const failure = $("job-failure");
   failure.hidden = !job.failureReason;
   failure.textContent = job.failureReason ? `Failed: ${job.failureReason}` : "";
-  $("job-cancel").disabled = !CANCELLABLE.has(job.status);
+  $("job-cancel").disabled = !CANCELLABLE.has(job.status) || job.kind === "REVERT";
+  // A revert undoes an import that has ended and applied rows, once (the API says why not).
+  $("job-revert").hidden = job.kind === "REVERT" || job.dryRun;
+  $("job-revert").disabled = !TERMINAL.has(job.status) || p.rowsSucceeded === 0
+    || Boolean(job.revertedByJobId);
   $("job-download").disabled = p.rowsFailed === 0;
 
   const summary = $("summary-rows");
@@ -209,6 +213,19 @@ export async function onCancel() {
     const job = await apiJson(`/v1/jobs/${jobId}/cancel`, { method: "POST" });
     if (job && job.progress) renderJob(job);
     announce(`Cancel asked for job ${jobId}.`);
+  });
+}
+
+export async function onRevert() {
+  const jobId = Number($("job").dataset.jobId);
+  const applied = $("job-succeeded").textContent;
+  const question = `Revert job ${jobId}? Its ${applied} applied redemptions are removed (and kept`
+    + " in an archive), the coupons can be redeemed again, and this cannot be cancelled.";
+  if (!window.confirm(question)) return;
+  await withJobButton("job-revert", async (importId) => {
+    const revert = await apiJson(`/v1/jobs/${importId}/revert`, { method: "POST" });
+    announce(`Job ${revert.jobId} reverts job ${importId}.`);
+    await openJob(revert.jobId);
   });
 }
 

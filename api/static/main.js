@@ -5,7 +5,7 @@
 
 import { whenRefused } from "./api.js";
 import { $ } from "./dom.js";
-import { closeJob, onCancel, onDownload, onJobNews, openJob } from "./job.js";
+import { closeJob, onCancel, onDownload, onJobNews, onRevert, openJob } from "./job.js";
 import { loadJobs, whenJobChosen } from "./jobs.js";
 import { onKeyRefused, onSignIn, resumeSession, signOut } from "./session.js";
 import { followUpload, onChoicesChanged, onFileChosen, onFormChanged, onUpload } from "./upload.js";
@@ -28,6 +28,7 @@ onJobNews(followUpload);
 $("jobs-refresh").addEventListener("click", () => loadJobs());
 $("jobs-more").addEventListener("click", () => loadJobs(true));
 $("job-cancel").addEventListener("click", onCancel);
+$("job-revert").addEventListener("click", onRevert);
 $("job-download").addEventListener("click", onDownload);
 $("job-close").addEventListener("click", closeJob);
 

@@ -238,7 +238,9 @@ def errors(
     typer.echo(f"wrote {out} ({written:,} bytes)")
 
 
-jobs_app = typer.Typer(help="Upload jobs: list, show, wait for, cancel.", no_args_is_help=True)
+jobs_app = typer.Typer(
+    help="Upload jobs: list, show, wait for, cancel, revert.", no_args_is_help=True
+)
 
 
 @jobs_app.command("list")
@@ -298,6 +300,21 @@ def jobs_cancel(job_id: JobArg, url: UrlOption = DEFAULT_URL, api_key: ApiKeyOpt
         typer.echo(f"job {job.job_id} CANCELLED")
     else:
         typer.echo(f"job {job.job_id} {job.status}: it stops at its next chunk boundary")
+
+
+@jobs_app.command("revert")
+def jobs_revert(
+    job_id: JobArg,
+    wait: Annotated[bool, typer.Option("--wait", help="Follow the revert until it ends.")] = False,
+    url: UrlOption = DEFAULT_URL,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Undo what an import applied, as a job of its own (its redemptions kept in an archive)."""
+    with reported(), BulkRedeemClient(url, api_key) as client:
+        revert = client.revert(job_id)
+        typer.echo(f"job {revert.job_id} reverts job {job_id}: {revert.status}")
+        if wait:
+            wait_and_exit(client, revert.job_id)
 
 
 org_app = typer.Typer(help="The org's settings (the API key's org).", no_args_is_help=True)

@@ -253,6 +253,13 @@ class BulkRedeemClient:
         with self._shape(path):
             return Job.from_json(body)
 
+    def revert(self, job_id: int) -> Job:
+        """Ask for the import's revert: the revert job (202), or a ClientError saying why not."""
+        path = f"/v1/jobs/{job_id}/revert"
+        body = self._json("POST", path)
+        with self._shape(path):
+            return Job.from_json(body)
+
     def download_errors_csv(self, job_id: int, out: Path) -> int:
         """Stream the job's errors CSV into `out` (whole or not at all); the bytes written."""
         partial = out.with_name(out.name + ".part")
