@@ -34,7 +34,7 @@ from core.jobs import lease, queries
 from core.logs import log_context
 from core.lookups import load_series
 from core.prefetch import prefetched
-from core.reverts import is_revert, run_revert
+from core.reverts.run import is_revert, run_revert
 from core.rows import Candidate, CouponIdentifier, CustomerIdentifier, Failure, Mapping, RowChecker
 from core.settings import get_settings
 from core.storage import BlobMissing, get_storage

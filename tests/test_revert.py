@@ -14,9 +14,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from core import pipeline, reverts
+from core import pipeline
 from core.db import transaction
 from core.errors import DomainError, ErrorKind
+from core.reverts import request as revert_request
+from core.reverts import run as revert_run
 from tests.dbtools import admin_transaction
 from tests.factories import SAMPLE_MS, create_job, create_series, redeemable_file
 from tests.helpers import MOBILE_HEADERS, job_id_of, upload
@@ -298,9 +300,9 @@ def test_racing_revert_requests_make_one_revert_and_the_loser_names_it(
     def first() -> None:
         with transaction(org_id) as session:
             made.append(
-                reverts.request_revert(session, org_id, job, idempotency_key=None, key_id=None)[
-                    0
-                ].id
+                revert_request.request_revert(
+                    session, org_id, job, idempotency_key=None, key_id=None
+                )[0].id
             )
             inserted.set()
             release.wait(30)
@@ -313,7 +315,9 @@ def test_racing_revert_requests_make_one_revert_and_the_loser_names_it(
     def second() -> None:
         try:
             with transaction(org_id) as session:
-                reverts.request_revert(session, org_id, job, idempotency_key=None, key_id=None)
+                revert_request.request_revert(
+                    session, org_id, job, idempotency_key=None, key_id=None
+                )
         except BaseException as exc:
             outcome.append(exc)
 
@@ -370,13 +374,13 @@ def test_only_the_lease_holder_at_the_checkpoint_moves_a_chunk(
         claimed = lease.claim(session, revert_id, "holder")
     assert claimed is not None
     with pytest.raises(LeaseLost):
-        reverts.run_revert(claimed, "not-the-holder", time.monotonic() + 60)
+        revert_run.run_revert(claimed, "not-the-holder", time.monotonic() + 60)
     assert org_state(org_id)["archived"] == 0
     stale = dataclasses.replace(claimed, next_record=claimed.next_record + 1)
     with pytest.raises(LeaseLost):
-        reverts.run_revert(stale, "holder", time.monotonic() + 60)
+        revert_run.run_revert(stale, "holder", time.monotonic() + 60)
     assert org_state(org_id)["archived"] == 0
-    assert reverts.run_revert(claimed, "holder", time.monotonic() + 60) is False
+    assert revert_run.run_revert(claimed, "holder", time.monotonic() + 60) is False
     assert org_state(org_id)["archived"] == 300
     assert job_row(revert_id)["status"] == "COMPLETED"
 
@@ -400,7 +404,9 @@ def test_a_revert_gives_customers_their_series_limit_back(
     assert refused["error_counts"] == {"736": 1}
 
     with transaction(org_id) as session:
-        undo = reverts.request_revert(session, org_id, first, idempotency_key=None, key_id=None)
+        undo = revert_request.request_revert(
+            session, org_id, first, idempotency_key=None, key_id=None
+        )
     assert run_to_end(undo[0].id)["rows_succeeded"] == 1
     assert run_to_end(create_job(org_id, series, second))["rows_succeeded"] == 1
     assert org_state(org_id)["counters_off"] == 0

@@ -14,8 +14,9 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
-from core import pipeline, reverts
+from core import pipeline
 from core.db import transaction
+from core.reverts import request as revert_request
 from tests import processes
 from tests.factories import SAMPLE_MS, create_customer, create_job, create_series
 from tests.test_faults import Rig, good_and_bad_file, job, wait_for_end, wait_until
@@ -44,7 +45,7 @@ def ended_import(org_id: int, database_url: str, rows: int = ROWS) -> tuple[int,
 
 def new_revert(org_id: int, import_id: int) -> int:
     with transaction(org_id) as session:
-        made, created = reverts.request_revert(
+        made, created = revert_request.request_revert(
             session, org_id, import_id, idempotency_key=None, key_id=None
         )
         assert created

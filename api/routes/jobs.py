@@ -15,12 +15,13 @@ from api.doorbell import ring_delivery_if_due
 from api.errors import ERROR_RESPONSES, UPLOAD_RESPONSES
 from api.events import job_events
 from api.routes.upload import UPLOAD_BODY
-from core import reference, reports, reverts
+from core import reference, reports
 from core.codes import error_name
 from core.errors import invalid, not_found
 from core.jobs import cancel, documents, original, poll, queries
 from core.limits import MAX_ID, MAX_PAGE
 from core.models import JOB_STATUSES
+from core.reverts import request as revert_request
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
 
@@ -200,7 +201,7 @@ def _attachment(file_name: str) -> str:
 @router.post("/{jobId}/cancel")
 def cancel_job(job_id: JobId, tx: OrgTx, background: BackgroundTasks) -> dict[str, Any]:
     """Stop the job at its next chunk boundary; rows already applied stay applied."""
-    reverts.refuse_cancel(queries.get_job(tx.session, tx.org_id, job_id))
+    revert_request.refuse_cancel(queries.get_job(tx.session, tx.org_id, job_id))
     job = cancel.request_cancel(tx.session, tx.org_id, job_id)
     if job.status == "CANCELLED" and job.callback_url is not None:
         # A queued job ended here: ring for its webhook once the request has committed

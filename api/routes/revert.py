@@ -12,9 +12,10 @@ from api.deps import OrgTx, presented_key
 from api.doorbell import enqueue_job
 from api.errors import ERROR_RESPONSES
 from api.uploading import _idempotency_key as idempotency_key
-from core import keys, reverts
+from core import keys
 from core.jobs import documents
 from core.limits import MAX_ID
+from core.reverts import request as revert_request
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
@@ -34,7 +35,7 @@ def revert_job(
     (not ended, a dry run, a revert, reverted already: the answer names that revert)."""
     key = idempotency_key(request)
     who = keys.identify(tx.session, presented_key(request))  # admitted already: only its id
-    job, created = reverts.request_revert(
+    job, created = revert_request.request_revert(
         tx.session,
         tx.org_id,
         job_id,
