@@ -33,7 +33,7 @@ async def accept_upload(request: Request, who: Uploader, series_id: int) -> Uplo
     """The job of this upload request: made (its file stored, then enqueued after the commit),
     or the one an earlier request with the same Idempotency-Key made. Raises DomainError."""
     org_id = who.org_id
-    key = _idempotency_key(request)
+    key = idempotency_key(request)
 
     def look_up() -> UploadJob | None:
         with transaction(org_id) as session:
@@ -100,7 +100,7 @@ async def accept_upload(request: Request, who: Uploader, series_id: int) -> Uplo
     return job
 
 
-def _idempotency_key(request: Request) -> str | None:
+def idempotency_key(request: Request) -> str | None:
     key = request.headers.get("idempotency-key")
     if key is not None and not (0 < len(key) <= 255):
         raise DomainError(

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from api.deps import OrgTx, presented_key
 from api.doorbell import enqueue_job
 from api.errors import ERROR_RESPONSES
-from api.uploading import _idempotency_key as idempotency_key
+from api.uploading import idempotency_key
 from core import keys
 from core.jobs import documents
 from core.limits import MAX_ID
