@@ -71,3 +71,42 @@ def test_migrated_schema_matches_the_models(empty_database: str) -> None:
     finally:
         engine.dispose()
     assert differences == [], "models and migrations disagree: write a migration"
+
+
+def test_jobs_purged_before_0013_lose_their_row_errors_cells(empty_database: str) -> None:
+    """Retention now empties the cells with the file; 0013 does it for jobs purged before."""
+    migrate.upgrade(empty_database, "0012")
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        org = conn.execute("INSERT INTO orgs (name) VALUES ('o') RETURNING id").fetchone()
+        assert org is not None
+        series = conn.execute(
+            "INSERT INTO coupon_series (org_id, name) VALUES (%s, 's') RETURNING id", org
+        ).fetchone()
+        assert series is not None
+        jobs = []
+        for purged in (True, False):
+            row = conn.execute(
+                """
+                INSERT INTO upload_jobs (org_id, series_id, customer_identifier,
+                    coupon_identifier, upload_headers, delimiter, has_header, encoding,
+                    report_header, file_name, file_size, file_sha256, storage_key,
+                    file_deleted_at)
+                VALUES (%s, %s, 'MOBILE', 'COUPON_CODE', '{}', ',', true, 'utf-8', '{}',
+                    'f.csv', 1, repeat('0', 64), 'k', CASE WHEN %s THEN now() END)
+                RETURNING id
+                """,
+                (org[0], series[0], purged),
+            ).fetchone()
+            assert row is not None
+            jobs.append(row[0])
+            conn.execute(
+                "INSERT INTO job_row_errors (job_id, row_number, org_id, code, message, cells)"
+                " VALUES (%s, 2, %s, 701, 'm', ARRAY['9988776655', 'X'])",
+                (row[0], org[0]),
+            )
+    migrate.upgrade(empty_database)
+    with psycopg.connect(empty_database) as conn:
+        cells = dict(
+            conn.execute("SELECT job_id, cells FROM job_row_errors ORDER BY job_id").fetchall()
+        )
+    assert cells == {jobs[0]: [], jobs[1]: ["9988776655", "X"]}
