@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,19 @@ from core.db import transaction
 from core.errors import DomainError, ErrorKind
 from core.reverts import request as revert_request
 from core.reverts import run as revert_run
+from core.settings import get_settings
 from tests.dbtools import admin_transaction
 from tests.factories import SAMPLE_MS, create_job, create_series, redeemable_file
 from tests.helpers import MOBILE_HEADERS, job_id_of, upload
+
+
+@pytest.fixture(autouse=True)
+def quiet_queue(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Doorbells rung onto a queue nobody serves: these tests run their jobs in this process
+    (`run_to_end`), and a worker an earlier test of the session started must not take them
+    first (it did, in the full suite: the job was RUNNING elsewhere, and this process could
+    not claim it)."""
+    monkeypatch.setattr(get_settings(), "queue_name", f"revert-quiet-{uuid.uuid4().hex[:8]}")
 
 
 def run_to_end(job_id: int) -> dict[str, Any]:
