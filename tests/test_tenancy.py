@@ -163,6 +163,10 @@ ROUTES_WITH_IDS: dict[tuple[str, str], Any] = {
     ("get", "/v1/jobs/{jobId}/events"): lambda f: {"url": f"/v1/jobs/{f['job']}/events"},
     ("get", "/v1/jobs/{jobId}/errors.csv"): lambda f: {"url": f"/v1/jobs/{f['job']}/errors.csv"},
     ("post", "/v1/jobs/{jobId}/cancel"): lambda f: {"url": f"/v1/jobs/{f['job']}/cancel"},
+    ("get", "/v1/jobs/{jobId}/successes"): lambda f: {"url": f"/v1/jobs/{f['job']}/successes"},
+    ("get", "/v1/jobs/{jobId}/successes.csv"): lambda f: {
+        "url": f"/v1/jobs/{f['job']}/successes.csv"
+    },
     ("get", "/v1/coupon-series/{id}"): lambda f: {"url": f"/v1/coupon-series/{f['series']}"},
     ("post", "/v1/coupon-series/{id}/coupons"): lambda f: {
         "url": f"/v1/coupon-series/{f['series']}/coupons",

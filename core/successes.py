@@ -1,0 +1,209 @@
+"""The successes report: every row a job applied, in file order, with the redemption it made.
+
+The CSV gives each applied row's cells as uploaded, re-read from the stored file in one pass
+and merged by row number with the job's redemptions, a page at a time: neither the file nor
+the job's rows are ever held whole. Rows a revert removed are read from its archive
+(`reverted_redemptions`) and still listed, marked with the revert's id. A REVERT job's own
+successes are the redemptions it removed, with the cells of the import's file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from core.csvstream import read_records, sniff_encoding
+from core.db import transaction
+from core.jobs import queries
+from core.models import UploadJob
+from core.reports import escape
+from core.storage import BlobMissing, get_storage
+
+# Rows read in one short transaction of the CSV's. Larger than the errors report's: a job's
+# successes are most of its rows, and every page is a round trip.
+PAGE_ROWS = 10_000
+REPORT_COLUMNS = ("rowNumber", "redemptionId", "couponId", "userId", "revertedByJobId")
+
+_COLUMNS = (
+    "row_number, id, coupon_id, customer_id, {reverted} AS reverted_by_job_id,"
+    " redeemed_ms, till_id, bill_id, bill_number, details"
+)
+# Each branch walks an index on (job_id, row_number) and stops after `limit` rows; the outer
+# ORDER BY merges the two. A row is in one table or the other: the revert that archives a
+# redemption deletes it in the same transaction.
+_IMPORT_PAGE = text(
+    f"(SELECT {_COLUMNS.format(reverted='NULL::bigint')} FROM redemptions"
+    " WHERE job_id = :job AND row_number > :after ORDER BY row_number LIMIT :limit)"
+    " UNION ALL"
+    f" (SELECT {_COLUMNS.format(reverted='reverted_by_job_id')} FROM reverted_redemptions"
+    " WHERE job_id = :job AND row_number > :after ORDER BY row_number LIMIT :limit)"
+    " ORDER BY row_number LIMIT :limit"
+)
+# What one revert removed: the import's archived rows that carry its id (an earlier revert
+# that failed part-way keeps its own id on what it archived).
+_REVERT_PAGE = text(
+    f"SELECT {_COLUMNS.format(reverted='reverted_by_job_id')} FROM reverted_redemptions"
+    " WHERE job_id = :job AND row_number > :after AND reverted_by_job_id = :revert"
+    " ORDER BY row_number LIMIT :limit"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """One applied row: the redemption it made (or made, and a revert removed)."""
+
+    row_number: int
+    redemption_id: int
+    coupon_id: int
+    user_id: int
+    reverted_by_job_id: int | None
+    redeemed_ms: int
+    till_id: str
+    bill_id: str
+    bill_number: str
+    details: str | None
+
+    def document(self) -> dict[str, Any]:
+        """The row as the JSON page shows it: the ids and what the redemption recorded."""
+        return {
+            "rowNumber": self.row_number,
+            "redemptionId": self.redemption_id,
+            "couponId": self.coupon_id,
+            "userId": self.user_id,
+            "revertedByJobId": self.reverted_by_job_id,
+            "redeemedDateInMillis": self.redeemed_ms,
+            "tillId": self.till_id,
+            "billId": self.bill_id,
+            "billNumber": self.bill_number,
+            "details": self.details,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a job's successes come from: the import whose rows and file they are."""
+
+    import_id: int
+    revert_id: int | None  # a REVERT job: only what it removed
+    storage_key: str | None  # None: the file is purged, and its cells with it
+    encoding: str
+    delimiter: str
+    header: list[str]
+
+
+def source_of(session: Session, org_id: int, job: UploadJob) -> Source:
+    """The import a job's successes read (the job itself, or the one a revert undoes)."""
+    revert_id: int | None = None
+    if job.kind == "REVERT" and job.reverts_job_id is not None:
+        revert_id = job.id
+        job = queries.get_job(session, org_id, job.reverts_job_id)
+    return Source(
+        import_id=job.id,
+        revert_id=revert_id,
+        storage_key=None if job.file_deleted_at is not None else job.storage_key,
+        encoding=job.encoding,
+        delimiter=job.delimiter,
+        header=list(job.report_header),
+    )
+
+
+def page(session: Session, source: Source, *, after_row: int, limit: int) -> list[Applied]:
+    """The applied rows after `after_row`, in file order, at most `limit` of them."""
+    if source.revert_id is None:
+        rows = session.execute(
+            _IMPORT_PAGE, {"job": source.import_id, "after": after_row, "limit": limit}
+        )
+    else:
+        rows = session.execute(
+            _REVERT_PAGE,
+            {
+                "job": source.import_id,
+                "revert": source.revert_id,
+                "after": after_row,
+                "limit": limit,
+            },
+        )
+    return [Applied(*row) for row in rows]
+
+
+def _applied(org_id: int, source: Source) -> Iterator[Applied]:
+    """Every applied row, each page read in a short transaction of its own."""
+    after = 0
+    while True:
+        with transaction(org_id) as session:
+            rows = page(session, source, after_row=after, limit=PAGE_ROWS)
+        yield from rows
+        if len(rows) < PAGE_ROWS:
+            return
+        after = rows[-1].row_number
+
+
+def _with_cells(source: Source, applied: Iterator[Applied]) -> Iterator[tuple[list[str], Applied]]:
+    """Each applied row with its record's cells, the file read once, as the worker reads it.
+
+    Once the file is purged (or its blob is gone) the cells are too: each row comes with none.
+    """
+    want = next(applied, None)
+    if want is None:
+        return
+    if source.storage_key is not None:
+        try:
+            stream = get_storage().open(source.storage_key)
+        except BlobMissing:
+            stream = None
+        if stream is not None:
+            with stream:
+                _, offset = sniff_encoding(stream.read(4))
+                stream.seek(offset)
+                records = read_records(
+                    stream, encoding=source.encoding, delimiter=source.delimiter, offset=offset
+                )
+                for record in records:
+                    # Redemptions name data records only, so the header and blank lines,
+                    # whose numbers none has, fall through without a rule of their own.
+                    while want is not None and want.row_number < record.number:
+                        yield [], want  # a row the file no longer has: never expected
+                        want = next(applied, None)
+                    if want is None:
+                        return  # the rest of the file applied nothing: no need to read it
+                    if want.row_number == record.number:
+                        yield record.cells, want
+                        want = next(applied, None)
+    while want is not None:
+        yield [], want
+        want = next(applied, None)
+
+
+def report_lines(org_id: int, source: Source) -> Iterator[bytes]:
+    """The successes CSV: the errors CSV's dialect, its header, then the redemption's ids."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    width = len(source.header)
+    writer.writerow([escape(c) for c in [*source.header, *REPORT_COLUMNS]])
+    pending = 0
+    for cells, row in _with_cells(source, _applied(org_id, source)):
+        out = cells[:width]
+        out.extend([""] * (width - len(out)))
+        out.extend(
+            [
+                str(row.row_number),
+                str(row.redemption_id),
+                str(row.coupon_id),
+                str(row.user_id),
+                "" if row.reverted_by_job_id is None else str(row.reverted_by_job_id),
+            ]
+        )
+        writer.writerow([escape(c) for c in out])
+        pending += 1
+        if pending >= PAGE_ROWS:
+            yield buffer.getvalue().encode("utf-8")
+            buffer.seek(0)
+            buffer.truncate()
+            pending = 0
+    yield buffer.getvalue().encode("utf-8")
