@@ -188,8 +188,9 @@ def report_lines(org_id: int, source: Source) -> Iterator[bytes]:
     writer.writerow([escape(c) for c in [*source.header, *REPORT_COLUMNS]])
     pending = 0
     for cells, row in _with_cells(source, _applied(org_id, source)):
-        out = cells[:width]
+        out = [escape(c) for c in cells[:width]]
         out.extend([""] * (width - len(out)))
+        # Ids are digits: nothing a spreadsheet would run, so no escape to look for.
         out.extend(
             [
                 str(row.row_number),
@@ -199,7 +200,7 @@ def report_lines(org_id: int, source: Source) -> Iterator[bytes]:
                 "" if row.reverted_by_job_id is None else str(row.reverted_by_job_id),
             ]
         )
-        writer.writerow([escape(c) for c in out])
+        writer.writerow(out)
         pending += 1
         if pending >= PAGE_ROWS:
             yield buffer.getvalue().encode("utf-8")
