@@ -162,7 +162,8 @@ def run_by_job(args: argparse.Namespace, setup: Setup, report: Report) -> int:
             bounds[layout].append(bound.seconds)
             ok &= bound.applied == data.expected.applied
             services.reset(found)
-            say(f"round {number}, {layout}: the service (load {_load()})")
+            load = _load()
+            say(f"round {number}, {layout}: the service (load {load})")
             run = measure_service(args, setup, data)
             times[layout].append(run.seconds)
             applied = int(run.document["progress"]["rowsSucceeded"])
@@ -173,8 +174,8 @@ def run_by_job(args: argparse.Namespace, setup: Setup, report: Report) -> int:
             ok &= walked == applied
             report.figure(
                 f"round {number} {layout}: service / lower bound",
-                f"{run.seconds:.1f} s / {bound.seconds:.1f} s = {run.seconds / bound.seconds:.2f}",
-                "x",
+                f"{run.seconds:.1f} s / {bound.seconds:.1f} s = {run.seconds / bound.seconds:.2f}"
+                f" x (load before: {load})",
             )
             if final:
                 report.figure(
