@@ -67,7 +67,7 @@ def _statements(columns: str) -> tuple[TextClause, TextClause]:
 
 _DOCUMENT_PAGES = _statements(_DOCUMENT_COLUMNS)
 _CSV_PAGES = _statements(_CSV_COLUMNS)
-_Row = tuple[Any, ...]
+_Row = Any  # a Row: a tuple of the statement's columns
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +160,8 @@ def _rows(
                 "limit": limit,
             },
         )
-    return result.tuples().all()
+    rows: Sequence[_Row] = result.all()
+    return rows
 
 
 def _applied(org_id: int, source: Source) -> Iterator[_Row]:
