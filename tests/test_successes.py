@@ -19,6 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
+from core import successes
 from core.codes import PRECEDENCE, RowError
 from core.reports import escape
 from core.storage import get_storage
@@ -374,3 +375,20 @@ def test_a_job_with_nothing_applied_has_a_header_alone(
     assert successes_csv(client, auth, job_id) == [[*HEADER_ROW, *REPORT_COLUMNS]]
     page = client.get(f"/v1/jobs/{job_id}/successes", headers=auth).json()
     assert page == {"items": [], "nextAfterRow": None}
+
+
+@pytest.mark.parametrize("window", [1, 2, 3])
+def test_pages_and_the_csv_are_the_same_whatever_the_window_of_record_numbers(
+    client: TestClient,
+    auth: dict[str, str],
+    applied_job: int,
+    monkeypatch: pytest.MonkeyPatch,
+    window: int,
+) -> None:
+    # The statements look at WINDOW record numbers at a time (10,000): windows smaller than
+    # the gaps between applied rows (row 4 failed) and than a page must change nothing.
+    whole = (successes_json(client, auth, applied_job), successes_csv(client, auth, applied_job))
+    monkeypatch.setattr(successes, "WINDOW", window)
+    assert successes_json(client, auth, applied_job) == whole[0]
+    assert successes_csv(client, auth, applied_job) == whole[1]
+    assert [item["rowNumber"] for item in whole[0]] == [2, 3, 5]
