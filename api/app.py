@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import errors
-from api.routes import health, jobs, org, preview, reference, revert, ui, upload
+from api.routes import health, jobs, org, preview, reference, revert, successes, ui, upload
 from core import logs
 from core.settings import get_settings
 
@@ -51,6 +51,7 @@ def create_app() -> FastAPI:
     app.include_router(preview.router)
     app.include_router(jobs.router)
     app.include_router(revert.router)
+    app.include_router(successes.router)
     app.include_router(reference.router)
     app.include_router(org.router)
     app.include_router(ui.router)

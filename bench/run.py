@@ -3,7 +3,8 @@
 The default run: seed N customers and coupons, write the N-row file, upload it to the real API
 with one real worker and time it to the job's end (polling latency and peak RSS measured on
 the way), then the lower bound and the naive baseline on the same data, then the figures.
-`--upload-gb` and `--errors-csv` run one extra measurement instead (see bench/README.md).
+`--upload-gb`, `--errors-csv`, `--steady-state` and `--by-job` run one extra measurement
+instead (see bench/README.md).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
-from bench import datagen, lowerbound, naive, revert, services, steady
+from bench import byjob, datagen, lowerbound, naive, revert, services, steady
 from bench.client import ServiceClient, Upload
 from bench.pollers import ConcurrentPollers, PollStats
 from bench.processes import PROJECT_ROOT, Child, ServiceProcesses
@@ -80,6 +81,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=3_000_000,
         help="--steady-state's redemptions already recorded (default 3,000,000)",
+    )
+    parser.add_argument(
+        "--by-job",
+        action="store_true",
+        help="only: the import and the lower bound without and with an index of redemptions"
+        " by job (and a BRIN instead), --rounds times, then the job's successes.csv",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="--by-job's rounds over the layouts (default 2)"
     )
     parser.add_argument(
         "--profile", action="store_true", help="profile the worker with py-spy (if installed)"
@@ -474,6 +484,8 @@ def main(argv: list[str] | None = None) -> int:
             code = run_errors_csv(args, setup, report)
         elif args.steady_state:
             code = steady.run_steady(args, setup, report)
+        elif args.by_job:
+            code = byjob.run_by_job(args, setup, report)
         else:
             code = run_full(args, setup, report)
     except KeyboardInterrupt:
@@ -488,6 +500,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.errors_csv
         else "steady-state"
         if args.steady_state
+        else "by-job"
+        if args.by_job
         else "run"
     )
     report.save(OUT_DIR / f"last-{mode}.txt")

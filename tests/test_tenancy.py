@@ -172,6 +172,10 @@ ROUTES_WITH_IDS: dict[tuple[str, str], Any] = {
         "data": UPLOAD_FORM,
         "files": {"file": ("r.csv", f"d,t,m,c\n{SAMPLE_MS},T,1,X\n".encode(), "text/csv")},
     },
+    ("get", "/v1/jobs/{jobId}/successes"): lambda f: {"url": f"/v1/jobs/{f['job']}/successes"},
+    ("get", "/v1/jobs/{jobId}/successes.csv"): lambda f: {
+        "url": f"/v1/jobs/{f['job']}/successes.csv"
+    },
     ("get", "/v1/coupon-series/{id}"): lambda f: {"url": f"/v1/coupon-series/{f['series']}"},
     ("post", "/v1/coupon-series/{id}/coupons"): lambda f: {
         "url": f"/v1/coupon-series/{f['series']}/coupons",
