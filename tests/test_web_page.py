@@ -182,6 +182,19 @@ def test_an_upload_with_bad_rows_shows_live_progress_its_errors_and_the_apis_rep
     assert from_page.startswith(b"Redeemed Date In Millis,Redeemed At,Mobile,coupon code,")
     assert from_page.count(b"\r\n") == 4
 
+    # The applied rows' report, the same way: the API's bytes under the API's name.
+    with page.expect_download() as download_info:
+        page.get_by_role("button", name="Download applied rows CSV").click()
+    applied = httpx.get(
+        f"{base_url}/v1/jobs/{job_id}/successes.csv",
+        headers={"Authorization": f"Bearer {key}"},
+        trust_env=False,
+    )
+    assert applied.status_code == 200
+    assert download_info.value.suggested_filename == f"redeemed-successes-{job_id}.csv"
+    assert Path(download_info.value.path()).read_bytes() == applied.content
+    assert applied.content.count(b"\r\n") == GOOD_ROWS + 1
+
     page.screenshot(path=str(SCREENSHOT), full_page=True)
 
 

@@ -52,6 +52,7 @@ function renderJob(job) {
   $("job-revert").disabled = !TERMINAL.has(job.status) || p.rowsSucceeded === 0
     || Boolean(job.revertedByJobId);
   $("job-download").disabled = p.rowsFailed === 0;
+  $("job-download-successes").disabled = p.rowsSucceeded === 0;
 
   const summary = $("summary-rows");
   summary.replaceChildren();
@@ -229,15 +230,20 @@ export async function onRevert() {
   });
 }
 
-export async function onDownload() {
-  await withJobButton("job-download", async (jobId) => {
+/** Saves one of the job's reports (`errors.csv`, `successes.csv`) as the API names it. */
+async function downloadReport(buttonId, report, what) {
+  await withJobButton(buttonId, async (jobId) => {
     // A plain link cannot carry the Authorization header: fetch, then save the bytes as they came.
-    const response = await api(`/v1/jobs/${jobId}/errors.csv`);
-    const name = await saveResponse(response, `job-${jobId}-errors.csv`);
-    announce(`Errors of job ${jobId} downloaded as ${name}.`);
+    const response = await api(`/v1/jobs/${jobId}/${report}`);
+    const name = await saveResponse(response, `job-${jobId}-${report}`);
+    announce(`${what} of job ${jobId} downloaded as ${name}.`);
   });
-  $("job-download").disabled = false; // the report may be fetched again
+  $(buttonId).disabled = false; // the report may be fetched again
 }
+
+export const onDownload = () => downloadReport("job-download", "errors.csv", "Errors");
+export const onDownloadSuccesses = () =>
+  downloadReport("job-download-successes", "successes.csv", "Applied rows");
 
 export function closeJob() {
   const jobId = $("job").dataset.jobId;

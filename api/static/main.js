@@ -5,7 +5,15 @@
 
 import { whenRefused } from "./api.js";
 import { $ } from "./dom.js";
-import { closeJob, onCancel, onDownload, onJobNews, onRevert, openJob } from "./job.js";
+import {
+  closeJob,
+  onCancel,
+  onDownload,
+  onDownloadSuccesses,
+  onJobNews,
+  onRevert,
+  openJob,
+} from "./job.js";
 import { loadJobs, whenJobChosen } from "./jobs.js";
 import { onKeyRefused, onSignIn, resumeSession, signOut } from "./session.js";
 import { followUpload, onChoicesChanged, onFileChosen, onFormChanged, onUpload } from "./upload.js";
@@ -30,6 +38,7 @@ $("jobs-more").addEventListener("click", () => loadJobs(true));
 $("job-cancel").addEventListener("click", onCancel);
 $("job-revert").addEventListener("click", onRevert);
 $("job-download").addEventListener("click", onDownload);
+$("job-download-successes").addEventListener("click", onDownloadSuccesses);
 $("job-close").addEventListener("click", closeJob);
 
 if (!resumeSession()) $("api-key").focus();
