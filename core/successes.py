@@ -139,10 +139,18 @@ def source_of(session: Session, org_id: int, job: UploadJob) -> Source:
     )
 
 
-def page(session: Session, source: Source, *, after_row: int, limit: int) -> list[Applied]:
-    """The applied rows after `after_row`, in file order, at most `limit` of them."""
+def page(
+    session: Session, source: Source, *, after_row: int, limit: int
+) -> list[tuple[list[str], Applied]]:
+    """The applied rows after `after_row`, in file order, at most `limit` of them, each with
+    its record's cells as uploaded (none once the file is purged).
+
+    The cells come from the stored file, read from its start up to the page's last row and
+    no further: a page near a large file's end reads most of it (the CSV, which reads the
+    file once for every row, is the way to take them all).
+    """
     rows = _rows(session, source, _DOCUMENT_PAGES, after_row=after_row, limit=limit)
-    return [Applied(*row) for row in rows]
+    return [(cells, Applied(*row)) for cells, row in _with_cells(source, iter(rows))]
 
 
 def _rows(

@@ -25,14 +25,14 @@ def get_successes(
     afterRow: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
-    """The job's applied rows in file order, a page at a time, with what each redemption
-    recorded (the uploaded cells are in successes.csv, which reads the file once)."""
+    """The job's applied rows in file order, a page at a time: each row's uploaded cells
+    (`fields`), then the redemption it made and what that recorded."""
     job = queries.get_job(tx.session, tx.org_id, job_id)
     source = successes.source_of(tx.session, tx.org_id, job)
     rows = successes.page(tx.session, source, after_row=afterRow, limit=limit)
     return {
-        "items": [row.document() for row in rows],
-        "nextAfterRow": rows[-1].row_number if len(rows) == limit else None,
+        "items": [{"fields": cells, **row.document()} for cells, row in rows],
+        "nextAfterRow": rows[-1][1].row_number if len(rows) == limit else None,
     }
 
 
