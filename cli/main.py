@@ -13,7 +13,11 @@ from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
-from cli import client
+from cli.client import demo as client_demo
+from cli.client import jobs as client_jobs
+from cli.client import org as client_org
+from cli.client import series as client_series
+from cli.client import upload as client_upload
 from cli.embedded import postgres as embedded_postgres
 from cli.embedded.common import DevServiceError, display_path, redacted
 from core import keys
@@ -39,18 +43,18 @@ app.add_typer(orgs_app, name="orgs")
 app.add_typer(keys_app, name="keys")
 app.add_typer(demo_app, name="demo")
 # The client commands (cli/client/): they talk to a running service over HTTP, never the DB.
-app.command("upload")(client.upload)
-app.command("errors")(client.errors)
-app.add_typer(client.jobs_app, name="jobs")
-app.add_typer(client.series_app, name="series")
-app.add_typer(client.org_app, name="org")
+app.command("upload")(client_upload.upload)
+app.command("errors")(client_jobs.errors)
+app.add_typer(client_jobs.jobs_app, name="jobs")
+app.add_typer(client_series.series_app, name="series")
+app.add_typer(client_org.org_app, name="org")
 # Bare `bulkredeem demo` loads the demo data over the API; `demo seed` stays the DB seeder.
 demo_app.callback(
     invoke_without_command=True,
     no_args_is_help=False,
     help="The demo data: `demo` loads it into a running service over the API (the key's org); "
     "`demo seed` writes it into the database directly, as `make run` does.",
-)(client.demo)
+)(client_demo.demo)
 
 CONNECT_TIMEOUT_SECONDS = 5
 

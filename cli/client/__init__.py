@@ -1,9 +1,6 @@
 """`bulkredeem` as a client of a running service: uploads with live progress, jobs, series, demo.
 
 http.py talks to the API, files.py and headers.py read the file to upload, render.py and
-watch.py print, commands.py holds the commands that cli/main.py mounts.
+watch.py print; the commands that cli/main.py mounts are one module a noun: upload.py,
+jobs.py (and `errors`), org.py, series.py, demo.py, with the options they share in options.py.
 """
-
-from cli.client.commands import demo, errors, jobs_app, org_app, series_app, upload
-
-__all__ = ["demo", "errors", "jobs_app", "org_app", "series_app", "upload"]
